@@ -1,0 +1,13 @@
+"""loopwatch: event-loop lag and stuck-session monitoring for asyncio services.
+
+``loopwatch.IMPLEMENTATION`` says which implementation is in use:
+``"native"`` (the C core) or ``"python"`` (the pure-Python twin, chosen by
+``LOOPWATCH_NO_EXTENSIONS=1`` or when the extension cannot load).
+"""
+
+from __future__ import annotations
+
+from ._selector import IMPLEMENTATION, Histogram
+
+__all__ = ["IMPLEMENTATION", "Histogram", "__version__"]
+__version__ = "0.1.0"
