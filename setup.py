@@ -11,7 +11,6 @@ Switches (environment variables, read at build time):
 
 import glob
 import os
-import sys
 
 from setuptools import Extension, setup
 
@@ -50,7 +49,7 @@ def native_extension(name, pyx):
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         undef_macros=undef_macros,
-        libraries=[] if sys.platform == "win32" else ["m"],
+        libraries=["m", "pthread"],
     )
 
 
@@ -58,8 +57,14 @@ ext_modules = []
 if not NO_EXTENSIONS:
     from Cython.Build import cythonize
 
+    # Every src/loopwatch/*.pyx is one extension module, each linked with the
+    # whole portable core in ext/ (small; the linker drops what is unused).
+    pyx_files = sorted(glob.glob("src/loopwatch/*.pyx"))
     ext_modules = cythonize(
-        [native_extension("loopwatch._histogram_c", "src/loopwatch/_histogram_c.pyx")],
+        [
+            native_extension("loopwatch." + os.path.basename(pyx)[: -len(".pyx")], pyx)
+            for pyx in pyx_files
+        ],
         include_path=["src"],
         compiler_directives={"language_level": "3", "embedsignature": True},
         gdb_debug=False,

@@ -1,25 +1,47 @@
 """Chooses between the native extension and the pure-Python twin.
 
-``LOOPWATCH_NO_EXTENSIONS=1`` (any non-empty value but ``0``) forces the
-twin. Otherwise the native modules are used, and if they cannot be imported
-the twin takes over with one RuntimeWarning that says why: never silently.
+Each public class that has a native core is listed once in ``_TWINS`` with
+the module of each implementation. ``LOOPWATCH_NO_EXTENSIONS=1`` (any
+non-empty value but ``0``) forces the twins. Otherwise the native modules are
+used, and if one cannot be imported the twins take over, all together, with
+one RuntimeWarning that says why: never silently.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
-from types import ModuleType
+from types import SimpleNamespace
 
 NO_EXTENSIONS: bool = os.environ.get("LOOPWATCH_NO_EXTENSIONS", "") not in ("", "0")
 
+# public name -> (native module, pure-Python module), both in this package
+_TWINS: dict[str, tuple[str, str]] = {
+    "Histogram": ("_histogram_c", "_histogram_py"),
+}
 
-def _load() -> tuple[str, ModuleType]:
+
+def load_implementation(name: str) -> SimpleNamespace:
+    """The classes of one implementation, ``"native"`` or ``"python"``.
+
+    Raises ImportError when the native extension cannot be imported; tests
+    use this to run every case against both implementations.
+    """
+    if name not in ("native", "python"):
+        raise ValueError(f"implementation must be 'native' or 'python', got {name!r}")
+    side = 0 if name == "native" else 1
+    classes = {
+        public: getattr(importlib.import_module(f"{__package__}.{modules[side]}"), public)
+        for public, modules in _TWINS.items()
+    }
+    return SimpleNamespace(name=name, **classes)
+
+
+def _choose() -> SimpleNamespace:
     if not NO_EXTENSIONS:
         try:
-            from . import _histogram_c
-
-            return "native", _histogram_c
+            return load_implementation("native")
         except ImportError as exc:
             warnings.warn(
                 f"loopwatch: native extension unavailable ({exc}); using the pure-Python "
@@ -27,10 +49,9 @@ def _load() -> tuple[str, ModuleType]:
                 RuntimeWarning,
                 stacklevel=3,
             )
-    from . import _histogram_py
-
-    return "python", _histogram_py
+    return load_implementation("python")
 
 
-IMPLEMENTATION, _histogram = _load()
-Histogram = _histogram.Histogram
+_chosen = _choose()
+IMPLEMENTATION: str = _chosen.name
+Histogram = _chosen.Histogram
