@@ -1,12 +1,13 @@
-"""Build of loopwatch's native extension.
+"""Build of loopwatch's native extensions.
 
 Switches (environment variables, read at build time):
 
     LOOPWATCH_NO_EXTENSIONS=1  build no extension: a pure-Python install
-    LOOPWATCH_DEBUG_BUILD=1    -O0 -g with C asserts on
-    LOOPWATCH_SANITIZE=1       AddressSanitizer + UndefinedBehaviorSanitizer
-                               (implies the debug flags; load with
-                               LD_PRELOAD=$(cc -print-file-name=libasan.so))
+    LOOPWATCH_DEBUG_BUILD=1    -O0 -g3 with C asserts on
+    LOOPWATCH_SANITIZE=1       AddressSanitizer + UndefinedBehaviorSanitizer,
+                               any report fatal (implies the debug flags; load
+                               with LD_PRELOAD=$(cc -print-file-name=libasan.so))
+    LOOPWATCH_BUILD_ONLY=a,b   development: build only these modules
 """
 
 import glob
@@ -19,9 +20,15 @@ def _flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
+# Extension module (in src/loopwatch/) -> the ext/ file prefixes it links.
+NATIVE_MODULES = {
+    "_histogram_c": ["lw_hdr"],
+}
+
 NO_EXTENSIONS = _flag("LOOPWATCH_NO_EXTENSIONS")
 DEBUG = _flag("LOOPWATCH_DEBUG_BUILD")
 SANITIZE = _flag("LOOPWATCH_SANITIZE")
+BUILD_ONLY = [m for m in os.environ.get("LOOPWATCH_BUILD_ONLY", "").split(",") if m]
 
 # Exact float semantics: the mean and stdev must match other HdrHistogram
 # implementations bit for bit, so no fused multiply-add contraction.
@@ -39,12 +46,13 @@ if SANITIZE:
     link_args += sanitizers
 
 
-def native_extension(name, pyx):
-    # Cython's generated code is not C11-pedantic; the portable C in ext/
-    # is compiled with the same flags and kept warning-free.
+def native_extension(module, prefixes):
+    sources = [f"src/loopwatch/{module}.pyx"]
+    for prefix in prefixes:
+        sources += sorted(glob.glob(f"ext/{prefix}*.c"))
     return Extension(
-        name,
-        sources=[pyx] + sorted(glob.glob("ext/*.c")),
+        f"loopwatch.{module}",
+        sources=sources,
         include_dirs=["ext"],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
@@ -57,17 +65,14 @@ ext_modules = []
 if not NO_EXTENSIONS:
     from Cython.Build import cythonize
 
-    # Every src/loopwatch/*.pyx is one extension module, each linked with the
-    # whole portable core in ext/ (small; the linker drops what is unused).
-    pyx_files = sorted(glob.glob("src/loopwatch/*.pyx"))
     ext_modules = cythonize(
         [
-            native_extension("loopwatch." + os.path.basename(pyx)[: -len(".pyx")], pyx)
-            for pyx in pyx_files
+            native_extension(module, prefixes)
+            for module, prefixes in NATIVE_MODULES.items()
+            if not BUILD_ONLY or module in BUILD_ONLY
         ],
         include_path=["src"],
         compiler_directives={"language_level": "3", "embedsignature": True},
-        gdb_debug=False,
     )
 
 setup(ext_modules=ext_modules)
