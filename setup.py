@@ -23,6 +23,7 @@ def _flag(name):
 # Extension module (in src/loopwatch/) -> the ext/ file prefixes it links.
 NATIVE_MODULES = {
     "_histogram_c": ["lw_hdr"],
+    "_wheel_c": ["lw_wheel"],
 }
 
 NO_EXTENSIONS = _flag("LOOPWATCH_NO_EXTENSIONS")

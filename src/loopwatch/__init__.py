@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 from ._selector import IMPLEMENTATION, Histogram
+from ._selector import TimerWheel
 
 __all__ = ["IMPLEMENTATION", "Histogram", "__version__"]
+__all__ += ["TimerWheel"]
 __version__ = "0.1.0"

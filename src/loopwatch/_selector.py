@@ -19,6 +19,7 @@ NO_EXTENSIONS: bool = os.environ.get("LOOPWATCH_NO_EXTENSIONS", "") not in ("", 
 # public name -> (native module, pure-Python module), both in this package
 _TWINS: dict[str, tuple[str, str]] = {
     "Histogram": ("_histogram_c", "_histogram_py"),
+    "TimerWheel": ("_wheel_c", "_wheel_py"),
 }
 
 
@@ -55,3 +56,4 @@ def _choose() -> SimpleNamespace:
 _chosen = _choose()
 IMPLEMENTATION: str = _chosen.name
 Histogram = _chosen.Histogram
+TimerWheel = _chosen.TimerWheel
