@@ -24,6 +24,7 @@ def _flag(name):
 NATIVE_MODULES = {
     "_histogram_c": ["lw_hdr"],
     "_wheel_c": ["lw_wheel"],
+    "_loop_c": ["lw_hdr", "lw_loop", "lw_threadcpu"],
 }
 
 NO_EXTENSIONS = _flag("LOOPWATCH_NO_EXTENSIONS")

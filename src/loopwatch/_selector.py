@@ -20,6 +20,8 @@ NO_EXTENSIONS: bool = os.environ.get("LOOPWATCH_NO_EXTENSIONS", "") not in ("", 
 _TWINS: dict[str, tuple[str, str]] = {
     "Histogram": ("_histogram_c", "_histogram_py"),
     "TimerWheel": ("_wheel_c", "_wheel_py"),
+    "LoopMonitor": ("_loop_c", "_loop_py"),
+    "watch": ("_loop_c", "_loop_py"),
 }
 
 
@@ -57,3 +59,5 @@ _chosen = _choose()
 IMPLEMENTATION: str = _chosen.name
 Histogram = _chosen.Histogram
 TimerWheel = _chosen.TimerWheel
+LoopMonitor = _chosen.LoopMonitor
+watch = _chosen.watch

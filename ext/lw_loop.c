@@ -1,0 +1,356 @@
+/* The event-loop sampler thread: see lw_loop.h. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lw_loop.h"
+#include "lw_loop_clock.h"
+
+#define LW_LOOP_QUEUE 64
+/* Missed ticks filled in after one late wake-up, at most; beyond that (a
+ * suspended machine) the gap is one sample, not millions. */
+#define LW_LOOP_MAX_BACKFILL 10000
+
+struct lw_loop {
+    int64_t resolution_ns;
+    int64_t threshold_ns;
+    lw_hdr *lag[2];
+
+    /* Written by the loop thread, read by the sampler: lock-free. */
+    _Atomic int64_t heartbeat_ns;
+    _Atomic int paused;
+
+    /* Recorder pattern: the sampler records into lag[active]; the swapper
+     * flips `active` and waits out a recording in flight, which the sampler
+     * brackets by making record_seq odd. */
+    _Atomic int active;
+    _Atomic uint64_t record_seq;
+
+    _Atomic int64_t samples;
+    _Atomic int64_t dropped;
+
+    /* Sampler-private stall state. */
+    int in_stall;
+    int64_t stall_id;
+    int64_t stall_heartbeat;
+
+    pthread_mutex_t mutex; /* guards everything below */
+    pthread_cond_t tick_cond;  /* the sampler sleeps on it */
+    pthread_cond_t event_cond; /* event waiters sleep on it */
+    int running;     /* a sampler thread exists (joinable) */
+    int stopping;
+    pthread_t thread;
+    lw_loop_event queue[LW_LOOP_QUEUE];
+    int queue_head;
+    int queue_len;
+};
+
+static int init_sync(lw_loop *m)
+{
+    if (pthread_mutex_init(&m->mutex, NULL) != 0)
+        return -1;
+    if (lw_loop_cond_init(&m->tick_cond) != 0) {
+        pthread_mutex_destroy(&m->mutex);
+        return -1;
+    }
+    if (lw_loop_cond_init(&m->event_cond) != 0) {
+        pthread_cond_destroy(&m->tick_cond);
+        pthread_mutex_destroy(&m->mutex);
+        return -1;
+    }
+    return 0;
+}
+
+lw_loop *lw_loop_new(int64_t resolution_ns, int64_t stall_threshold_ns, lw_hdr *lag_a,
+                     lw_hdr *lag_b)
+{
+    lw_loop *m;
+    if (resolution_ns <= 0 || stall_threshold_ns < resolution_ns || !lag_a || !lag_b
+        || lag_a == lag_b)
+        return NULL;
+    m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->resolution_ns = resolution_ns;
+    m->threshold_ns = stall_threshold_ns;
+    m->lag[0] = lag_a;
+    m->lag[1] = lag_b;
+    atomic_init(&m->heartbeat_ns, lw_loop_now_ns());
+    atomic_init(&m->paused, 0);
+    atomic_init(&m->active, 0);
+    atomic_init(&m->record_seq, 0);
+    atomic_init(&m->samples, 0);
+    atomic_init(&m->dropped, 0);
+    if (init_sync(m) != 0) {
+        free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void lw_loop_free(lw_loop *m)
+{
+    if (!m)
+        return;
+    lw_loop_stop(m);
+    pthread_cond_destroy(&m->event_cond);
+    pthread_cond_destroy(&m->tick_cond);
+    pthread_mutex_destroy(&m->mutex);
+    free(m);
+}
+
+static void record_lag(lw_loop *m, int64_t staleness_ns, int64_t count)
+{
+    int64_t us = staleness_ns > 0 ? staleness_ns / 1000 : 0;
+    atomic_fetch_add(&m->record_seq, 1); /* odd: recording */
+    lw_hdr_record(m->lag[atomic_load(&m->active)], us, count);
+    atomic_fetch_add(&m->record_seq, 1); /* even: done */
+    atomic_fetch_add_explicit(&m->samples, count, memory_order_relaxed);
+}
+
+/* mutex held */
+static void push_event(lw_loop *m, const lw_loop_event *ev)
+{
+    if (m->queue_len == LW_LOOP_QUEUE) {
+        atomic_fetch_add(&m->dropped, 1);
+        return;
+    }
+    m->queue[(m->queue_head + m->queue_len) % LW_LOOP_QUEUE] = *ev;
+    m->queue_len++;
+    pthread_cond_broadcast(&m->event_cond);
+}
+
+/* mutex held */
+static void end_stall(lw_loop *m, int64_t end_ns, int64_t now)
+{
+    lw_loop_event ev;
+    int64_t duration = end_ns - m->stall_heartbeat - m->resolution_ns;
+    if (duration < 0)
+        duration = 0;
+    ev.kind = LW_LOOP_STALL_END;
+    ev.stall_id = m->stall_id;
+    ev.heartbeat_ns = m->stall_heartbeat;
+    ev.started_ns = m->stall_heartbeat + m->resolution_ns;
+    ev.detected_ns = now;
+    ev.duration_ns = duration;
+    m->in_stall = 0;
+    push_event(m, &ev);
+}
+
+/* mutex held */
+static void begin_stall(lw_loop *m, int64_t heartbeat, int64_t now)
+{
+    lw_loop_event ev;
+    m->in_stall = 1;
+    m->stall_id++;
+    m->stall_heartbeat = heartbeat;
+    ev.kind = LW_LOOP_STALL_START;
+    ev.stall_id = m->stall_id;
+    ev.heartbeat_ns = heartbeat;
+    ev.started_ns = heartbeat + m->resolution_ns;
+    ev.detected_ns = now;
+    ev.duration_ns = now - heartbeat - m->resolution_ns;
+    push_event(m, &ev);
+}
+
+/* One sampling pass at `now` covering the ticks due at tick, tick + res, ...
+ * Returns the next tick. mutex held. */
+static int64_t sample(lw_loop *m, int64_t tick, int64_t now, int64_t *prev_heartbeat)
+{
+    const int64_t res = m->resolution_ns;
+    int64_t due = (now - tick) / res + 1;
+    int64_t heartbeat = atomic_load(&m->heartbeat_ns);
+
+    if (atomic_load(&m->paused)) {
+        if (m->in_stall)
+            end_stall(m, now, now);
+        *prev_heartbeat = heartbeat;
+        return now + res;
+    }
+    /* Missed ticks: if the current heartbeat was already there at the tick,
+     * the staleness then is exact; otherwise the one seen last time was the
+     * latest there could have been, so it is an upper bound. */
+    if (due > 1) {
+        int64_t missed = due - 1, i;
+        int64_t fill = missed < LW_LOOP_MAX_BACKFILL ? missed : LW_LOOP_MAX_BACKFILL;
+        for (i = missed - fill; i < missed; i++) {
+            int64_t at = tick + i * res;
+            int64_t known = heartbeat <= at ? heartbeat : *prev_heartbeat;
+            record_lag(m, at - known - res, 1);
+            /* A stall that this late wake-up would have missed entirely is
+             * still reported, late, rather than lost. */
+            if (!m->in_stall && at - known - res > m->threshold_ns)
+                begin_stall(m, known, now);
+        }
+    }
+    record_lag(m, now - heartbeat - res, 1);
+
+    if (m->in_stall && heartbeat != m->stall_heartbeat)
+        end_stall(m, heartbeat, now);
+    if (!m->in_stall && now - heartbeat - res > m->threshold_ns)
+        begin_stall(m, heartbeat, now);
+    *prev_heartbeat = heartbeat;
+    return tick + due * res;
+}
+
+static void *sampler_main(void *arg)
+{
+    lw_loop *m = arg;
+    int64_t prev_heartbeat = atomic_load(&m->heartbeat_ns);
+    int64_t tick = lw_loop_now_ns() + m->resolution_ns;
+
+    pthread_mutex_lock(&m->mutex);
+    while (!m->stopping) {
+        int64_t now = lw_loop_now_ns();
+        if (now < tick) {
+            lw_loop_cond_wait_until(&m->tick_cond, &m->mutex, tick);
+            continue; /* re-check stopping and the clock */
+        }
+        tick = sample(m, tick, now, &prev_heartbeat);
+    }
+    pthread_mutex_unlock(&m->mutex);
+    return NULL;
+}
+
+int lw_loop_start(lw_loop *m, int paused)
+{
+    int err;
+    pthread_mutex_lock(&m->mutex);
+    if (m->running) {
+        pthread_mutex_unlock(&m->mutex);
+        return EALREADY;
+    }
+    m->stopping = 0;
+    m->in_stall = 0;
+    m->queue_head = m->queue_len = 0;
+    atomic_store(&m->heartbeat_ns, lw_loop_now_ns());
+    atomic_store(&m->paused, paused ? 1 : 0);
+    err = pthread_create(&m->thread, NULL, sampler_main, m);
+    if (err == 0)
+        m->running = 1;
+    pthread_mutex_unlock(&m->mutex);
+    return err;
+}
+
+void lw_loop_stop(lw_loop *m)
+{
+    pthread_t thread;
+    int joinable;
+    pthread_mutex_lock(&m->mutex);
+    m->stopping = 1;
+    joinable = m->running;
+    thread = m->thread;
+    m->running = 0;
+    pthread_cond_broadcast(&m->tick_cond);
+    pthread_cond_broadcast(&m->event_cond);
+    pthread_mutex_unlock(&m->mutex);
+    if (joinable)
+        pthread_join(thread, NULL);
+}
+
+int lw_loop_running(const lw_loop *m)
+{
+    lw_loop *mm = (lw_loop *)m;
+    int running;
+    pthread_mutex_lock(&mm->mutex);
+    running = mm->running;
+    pthread_mutex_unlock(&mm->mutex);
+    return running;
+}
+
+void lw_loop_heartbeat(lw_loop *m, int64_t now_ns)
+{
+    atomic_store_explicit(&m->heartbeat_ns, now_ns, memory_order_release);
+}
+
+void lw_loop_pause(lw_loop *m)
+{
+    atomic_store(&m->paused, 1);
+}
+
+void lw_loop_resume(lw_loop *m, int64_t now_ns)
+{
+    atomic_store(&m->heartbeat_ns, now_ns);
+    atomic_store(&m->paused, 0);
+}
+
+int64_t lw_loop_last_heartbeat(const lw_loop *m)
+{
+    return atomic_load(&((lw_loop *)m)->heartbeat_ns);
+}
+
+int lw_loop_wait_event(lw_loop *m, int64_t timeout_ns, lw_loop_event *out)
+{
+    int result;
+    int64_t deadline = timeout_ns >= 0 ? lw_loop_now_ns() + timeout_ns : 0;
+    pthread_mutex_lock(&m->mutex);
+    for (;;) {
+        if (m->queue_len > 0) {
+            *out = m->queue[m->queue_head];
+            m->queue_head = (m->queue_head + 1) % LW_LOOP_QUEUE;
+            m->queue_len--;
+            result = 1;
+            break;
+        }
+        if (m->stopping) {
+            result = -1;
+            break;
+        }
+        if (timeout_ns < 0) {
+            pthread_cond_wait(&m->event_cond, &m->mutex);
+        } else {
+            if (lw_loop_now_ns() >= deadline) {
+                result = 0;
+                break;
+            }
+            lw_loop_cond_wait_until(&m->event_cond, &m->mutex, deadline);
+        }
+    }
+    pthread_mutex_unlock(&m->mutex);
+    return result;
+}
+
+lw_hdr *lw_loop_swap_lag(lw_loop *m)
+{
+    int was = atomic_load(&m->active);
+    uint64_t seq;
+    atomic_store(&m->active, !was);
+    /* A recording that began before the flip may still target lag[was]:
+     * wait for that one recording (nanoseconds) to finish. One that begins
+     * after the flip reads the new index (sequentially consistent order). */
+    seq = atomic_load(&m->record_seq);
+    if (seq & 1u) {
+        while (atomic_load(&m->record_seq) == seq)
+            sched_yield();
+    }
+    return m->lag[was];
+}
+
+int64_t lw_loop_sample_count(const lw_loop *m)
+{
+    return atomic_load(&((lw_loop *)m)->samples);
+}
+
+int64_t lw_loop_dropped_events(const lw_loop *m)
+{
+    return atomic_load(&((lw_loop *)m)->dropped);
+}
+
+void lw_loop_after_fork_child(lw_loop *m)
+{
+    /* The parent's sampler thread was not copied: its mutex may have been
+     * held at the fork and a recording may have been in flight. Start over
+     * with fresh synchronization objects and no thread. */
+    (void)init_sync(m);
+    m->running = 0;
+    m->stopping = 1;
+    m->in_stall = 0;
+    m->queue_head = m->queue_len = 0;
+    if (atomic_load(&m->record_seq) & 1u)
+        atomic_fetch_add(&m->record_seq, 1);
+}
