@@ -259,7 +259,8 @@ class TimerWheel:
         """The earliest time at which a key may be due; None when empty.
 
         Never later than the earliest deadline, and exact when that deadline
-        is within 64 ticks of :attr:`time`. Further ahead it is the start of
+        is filed at level 0 (the wheel's current run of 64 ticks, which holds
+        every overdue key). Further ahead it is the start of
         the coarse slot holding it: ``expire()`` at that time refiles the slot
         (returning whatever is due), and the next call answers more finely.
         """
