@@ -1,0 +1,145 @@
+"""Fixtures and helpers for the loop monitor's tests: every case runs on
+both implementations (the ``impl`` fixture of conftest.py) and on both
+loops (``loop_kind``: asyncio's selector loop and uvloop), as uvloop's own
+tests do."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+import pytest
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is in the test extras
+    uvloop = None
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOOP_KINDS = ["asyncio", "uvloop"]
+
+
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "asyncio":
+        return asyncio.SelectorEventLoop()
+    if uvloop is None:
+        pytest.skip("uvloop is not installed")
+    return uvloop.new_event_loop()
+
+
+@pytest.fixture(params=LOOP_KINDS)
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    """``"asyncio"`` or ``"uvloop"``."""
+    if request.param == "uvloop" and uvloop is None:
+        pytest.skip("uvloop is not installed")
+    return request.param
+
+
+@pytest.fixture
+def loop(loop_kind: str):
+    """A fresh, not running loop of the kind under test, closed afterwards."""
+    lp = new_loop(loop_kind)
+    yield lp
+    if not lp.is_closed():
+        lp.close()
+
+
+class LoopThread:
+    """Runs a loop forever in a thread of its own; ``call(fn)`` runs fn in
+    the loop and returns its result."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="test-loop", daemon=True)
+        self.thread.start()
+        assert self._ready.wait(10), "loop thread did not start"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        self.loop.run_forever()
+
+    def call(self, fn: Callable[[], Any], timeout: float = 10) -> Any:
+        done = threading.Event()
+        box: list[Any] = []
+
+        def run() -> None:
+            try:
+                box.append((True, fn()))
+            except BaseException as exc:  # re-raised in the caller
+                box.append((False, exc))
+            done.set()
+
+        self.loop.call_soon_threadsafe(run)
+        assert done.wait(timeout), "loop did not run the call"
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "loop thread did not stop"
+
+
+class Stalls:
+    """An on_stall callback that keeps the events and signals them."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.started = threading.Event()
+        self.ended = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Any) -> None:
+        with self._lock:
+            self.events.append(event)
+        (self.started if event.kind == "started" else self.ended).set()
+
+    def of_kind(self, kind: str) -> list[Any]:
+        with self._lock:
+            return [e for e in self.events if e.kind == kind]
+
+
+def run_for(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    """Run the loop idle for `seconds` (the loop's own timer ends it)."""
+    loop.run_until_complete(asyncio.sleep(seconds))
+
+
+def native_thread_count() -> int | None:
+    """Threads of this process, native ones included (Linux only)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll a condition that no event signals (thread counts, exit codes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+def run_python(code: str, env_extra: dict[str, str] | None = None, timeout: float = 60,
+               args: list[str] | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-c", code, *(args or [])], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+def impl_env(impl_name: str) -> dict[str, str]:
+    """Environment that makes a subprocess use the given implementation."""
+    return {"LOOPWATCH_NO_EXTENSIONS": "1" if impl_name == "python" else "0"}
