@@ -102,7 +102,10 @@ lw_hdr_status lw_hdr_decode_counts(lw_hdr *h, const uint8_t *buf, size_t len) {
     if (total) {
         atomic_store_explicit(&h->total_count, total, memory_order_relaxed);
         atomic_store_explicit(&h->min_value, lw_hdr_value_at_index(h, min_index), memory_order_relaxed);
-        atomic_store_explicit(&h->max_value, lw_hdr_value_at_index(h, max_index), memory_order_relaxed);
+        /* The bucket's top, as HdrHistogram_py and HdrHistogram_c do when
+         * decoding: an encoding cannot tell which value of the bucket it was. */
+        atomic_store_explicit(&h->max_value, lw_hdr_highest_equivalent(h, lw_hdr_value_at_index(h, max_index)),
+                              memory_order_relaxed);
     }
     return LW_HDR_OK;
 }

@@ -403,7 +403,8 @@ class Histogram:
         if total:
             self._total = total
             self._min = self._value_at_index(first)
-            self._max = self._value_at_index(last)
+            # the bucket's top, as other HdrHistogram decoders do
+            self._max = self._highest_equivalent(self._value_at_index(last))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Histogram):
