@@ -37,6 +37,9 @@ class CountingWheel:
     def __getattr__(self, name):
         return getattr(self.wheel, name)
 
+    def schedule(self, key, deadline):
+        self.wheel.schedule(key, deadline)
+
     def __len__(self):
         return len(self.wheel)
 
@@ -53,7 +56,9 @@ def clock():
 
 @pytest.fixture
 def make(impl, clock):
-    def make(**kwargs):
+    def make(counting=False, **kwargs):
+        if counting:
+            kwargs["wheel_factory"] = lambda *a, **k: CountingWheel(impl.TimerWheel(*a, **k))
         kwargs.setdefault("clock", clock)
         kwargs.setdefault("wheel_factory", impl.TimerWheel)
         return SessionRegistry(**kwargs)
@@ -81,9 +86,8 @@ def test_seed_report_ghost_is_reported_then_backs_off_then_is_evicted(make, cloc
 
     evicted = []
     reg = make(stuck_after=120, report_backoff=2, max_report_interval=1800,
-               evict_after=3600, store=in_store, on_evict=evicted.append)
-    wheel = CountingWheel(reg._wheel)
-    reg._wheel = wheel
+               evict_after=3600, store=in_store, on_evict=evicted.append, counting=True)
+    wheel = reg._wheel
     ghost = "41befe2c-8c01-4f75-a662-2d47eb34d7bc"
     t0 = clock.t
     reg.open(ghost, key="agent:main:main", state="processing")

@@ -278,6 +278,7 @@ class SessionRegistry:
         if wheel_factory is None:
             from ._selector import TimerWheel as wheel_factory
         self._wheel = wheel_factory(0.001, now=clock())
+        self._schedule = self._wheel.schedule
         self._lock = threading.Lock()
         self._sessions: dict[Hashable, _Session] = {}
         self._counts = dict.fromkeys(STATES, 0)
@@ -375,20 +376,20 @@ class SessionRegistry:
         """The session is moving: its stuck clock restarts (O(1)).
 
         A stuck session recovers (a ``recovered`` event). KeyError when unknown."""
+        # The hot path: one lookup, two stores, one O(1) wheel move.
         with self._lock:
             s = self._sessions.get(session_id)
             if s is None:
                 raise _unknown(session_id)
             now = self._clock()
-            age = now - s.activity()
+            if s.stuck:
+                self._recover(s, now, now - s.activity())
             s.last_progress = now
             s.epoch += 1
-            if s.stuck:
-                self._recover(s, now, age)
             if s.state in _ACTIVE:
-                self._wheel.schedule(session_id, now + self._stuck_after)
+                self._schedule(session_id, now + self._stuck_after)
             elif self._idle_timeout is not None and s.state == "idle":
-                self._wheel.schedule(session_id, now + self._idle_timeout)
+                self._schedule(session_id, now + self._idle_timeout)
 
     def set_state(self, session_id: Hashable, state: str, queue_depth: int | None = None) -> None:
         """Change a session's state (and queue depth, when given).
