@@ -43,9 +43,12 @@ logger = logging.getLogger("loopwatch.loop")
 HISTOGRAM_ARGS = (1, 3_600_000_000, 3)
 MIN_RESOLUTION = 100e-6
 MAX_RESOLUTION = 60.0
-# How late past its deadline the reporter may take the loop thread's stack:
-# later than this, the stack it would see no longer says why the loop stalled.
-MIN_STACK_TIMEOUT = 0.05
+# How late after the stall passed the threshold the reporter may still take
+# the loop thread's stack (at least; 2 x resolution when larger). Python code
+# that late was kept from running, usually by a loop thread holding the GIL
+# in native code, and the stack it would see now may be from after the
+# blocking call. Wide enough for the scheduling delays of a loaded machine.
+MIN_STACK_TIMEOUT = 0.1
 MAX_STACK_FRAMES = 100
 REPORTER_JOIN_TIMEOUT = 5.0
 
