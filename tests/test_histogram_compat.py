@@ -66,21 +66,21 @@ def _assert_same_distribution(ours, ref):
     assert list(ours.recorded()) == expected
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=histogram_data())
 def test_same_answers_as_hdrhistogram(impl, data):
     ours, ref = _build(impl, *data)
     _assert_same_answers(ours, ref)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=histogram_data(figures=st.integers(4, 5), max_ratio=10**6))
 def test_same_answers_as_hdrhistogram_at_high_precision(impl, data):
     ours, ref = _build(impl, *data)
     _assert_same_answers(ours, ref)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=histogram_data())
 def test_encodings_cross_both_ways(impl, data):
     ours, ref = _build(impl, *data)
