@@ -595,3 +595,36 @@ def test_closed_sessions_are_not_kept_alive(make):
     del key
     gc.collect()
     assert ref() is None
+
+
+def test_watch_checks_until_cancelled(make, clock):
+    async def main():
+        evicted = asyncio.Event()
+        seen = []
+
+        def on_evict(view):
+            seen.append(view.session_id)
+            evicted.set()
+
+        reg = make(stuck_after=5, evict_after=0, on_evict=on_evict)
+        reg.open("s", state="processing")
+        watcher = asyncio.create_task(reg.watch(max_interval=0.01))
+        clock.advance(5)  # stuck now; evicted at the check after the report
+        await asyncio.wait_for(evicted.wait(), 30)
+        assert seen == ["s"] and len(reg) == 0
+        watcher.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watcher
+
+    asyncio.run(main())
+
+
+def test_next_check_is_now_when_a_recovery_waits(make, clock):
+    reg = make(stuck_after=5, evict_after=None)
+    reg.open("s", state="processing")
+    clock.advance(5)
+    assert kinds(reg.check()) == [("stuck", "s", None, 1)]
+    reg.progress("s")
+    assert reg.next_check() == clock.t
+    assert kinds(reg.check()) == [("recovered", "s", None, 1)]
+    assert reg.next_check() > clock.t
