@@ -346,7 +346,8 @@ class LoopMonitorBase:
 
     def stop(self) -> None:
         """Stop watching (idempotent): joins the sampler and reporter threads.
-        Snapshots keep working and cover the time until the stop."""
+        Stall reports already queued are made before it returns, and none
+        after. Snapshots keep working and cover the time until the stop."""
         with self._lock:
             if not self._running:
                 return
@@ -414,7 +415,9 @@ class LoopMonitorBase:
             event = core.wait_event(None)
             if event is None:
                 continue
-            if event is False or sys.is_finalizing():
+            # At interpreter exit, reports still queued are dropped: nothing
+            # is reported after the program's end.
+            if event is False or _EXITING or sys.is_finalizing():
                 return
             try:
                 self._handle(event)
@@ -458,7 +461,7 @@ class LoopMonitorBase:
                     self._current_stall = None
             report = StallEvent("ended", stall_id, started_ns / 1e9, detected_ns / 1e9,
                                 duration_ns / 1e9, None, None, thread_id, loop)
-        if sys.is_finalizing():
+        if _EXITING or sys.is_finalizing():
             return
         logger.warning("%s", report.format(self._threshold), extra={"loopwatch_event": report})
         if self._on_stall is not None:
