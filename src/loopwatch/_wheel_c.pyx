@@ -71,8 +71,7 @@ cdef class TimerWheel:
         """The wheel's time: the latest ``now`` given to expire(), or its start."""
         return lw_wheel_time(self._w)
 
-    @property
-    def native_memory(self):
+    def _native_memory(self):
         """Bytes of native memory the wheel holds (nodes, levels, buffers)."""
         return lw_wheel_memory(self._w)
 
