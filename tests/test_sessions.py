@@ -628,3 +628,16 @@ def test_next_check_is_now_when_a_recovery_waits(make, clock):
     assert reg.next_check() == clock.t
     assert kinds(reg.check()) == [("recovered", "s", None, 1)]
     assert reg.next_check() > clock.t
+
+
+def test_a_registry_nobody_checked_for_years_still_takes_heartbeats(make, clock):
+    reg = make(stuck_after=120, evict_after=None)
+    reg.open("s", state="processing")
+    clock.advance(3 * 365 * 86400.0)  # past the wheel's two-year horizon
+    reg.progress("s")
+    reg.open("t", state="processing")
+    assert reg.check() == []  # filed early at the horizon: refiled, no event
+    clock.advance(119)
+    assert reg.check() == []
+    clock.advance(1)
+    assert sorted(kinds(reg.check())) == [("stuck", "s", None, 1), ("stuck", "t", None, 1)]

@@ -316,7 +316,16 @@ class SessionRegistry:
         if wake is None:
             self._wheel.cancel(s.sid)
         else:
-            self._wheel.schedule(s.sid, wake)
+            self._schedule_at(s.sid, wake)
+
+    def _schedule_at(self, sid: Hashable, wake: float) -> None:
+        try:
+            self._schedule(sid, wake)
+        except ValueError:
+            # Further than the wheel's horizon (at least two years after the
+            # last check): a registry nobody checked for a year. File it at
+            # the horizon; check() finds it early and refiles it then.
+            self._schedule(sid, self._wheel.time + self._wheel.horizon)
 
     def _recover(self, s: _Session, now: float, age: float) -> None:
         view_reports = s.reports
@@ -386,10 +395,13 @@ class SessionRegistry:
                 self._recover(s, now, now - s.activity())
             s.last_progress = now
             s.epoch += 1
-            if s.state in _ACTIVE:
-                self._schedule(session_id, now + self._stuck_after)
-            elif self._idle_timeout is not None and s.state == "idle":
-                self._schedule(session_id, now + self._idle_timeout)
+            try:
+                if s.state in _ACTIVE:
+                    self._schedule(session_id, now + self._stuck_after)
+                elif self._idle_timeout is not None and s.state == "idle":
+                    self._schedule(session_id, now + self._idle_timeout)
+            except ValueError:
+                self._reschedule(s)
 
     def set_state(self, session_id: Hashable, state: str, queue_depth: int | None = None) -> None:
         """Change a session's state (and queue depth, when given).
@@ -590,6 +602,12 @@ class SessionRegistry:
                 events, self._events = self._events, []
             for sid in self._wheel.expire(now):
                 s = self._sessions[sid]
+                wake = self._wake_time(s)
+                if wake is None or wake > now:
+                    # filed early (past the horizon, see _schedule_at): refile
+                    if wake is not None:
+                        self._schedule_at(sid, wake)
+                    continue
                 if s.state in _ACTIVE:
                     if (
                         s.stuck
