@@ -69,8 +69,12 @@ size_t lw_hdr_encode_counts(const lw_hdr *h, uint8_t *buf, size_t cap) {
 }
 
 lw_hdr_status lw_hdr_decode_counts(lw_hdr *h, const uint8_t *buf, size_t len) {
-    int64_t index = 0, total = 0;
+    int64_t index = 0, total = 0, saturated = 0;
     int32_t min_index = -1, max_index = -1;
+    /* Other implementations accept values up to the end of the last bucket,
+     * past highest_trackable; such counts are folded into highest's bucket
+     * and counted as saturated, as record() does, never dropped. */
+    const int32_t top = lw_hdr__counts_index_for(h, h->highest_trackable);
     size_t pos = 0;
     lw_hdr_status status = LW_HDR_OK;
     lw_hdr__clear(h);
@@ -89,9 +93,14 @@ lw_hdr_status lw_hdr_decode_counts(lw_hdr *h, const uint8_t *buf, size_t len) {
         if (v > 0) {
             if (v > INT64_MAX - total) { status = LW_HDR_EOVERFLOW; break; }
             total += v;
-            atomic_store_explicit(&h->counts[index], v, memory_order_relaxed);
-            if (min_index < 0) min_index = (int32_t)index;
-            max_index = (int32_t)index;
+            int32_t at = (int32_t)index;
+            if (at > top) {
+                at = top;
+                saturated += v;
+            }
+            atomic_fetch_add_explicit(&h->counts[at], v, memory_order_relaxed);
+            if (min_index < 0) min_index = at;
+            max_index = at;
         }
         index++;
     }
@@ -101,6 +110,7 @@ lw_hdr_status lw_hdr_decode_counts(lw_hdr *h, const uint8_t *buf, size_t len) {
     }
     if (total) {
         atomic_store_explicit(&h->total_count, total, memory_order_relaxed);
+        atomic_store_explicit(&h->saturated_count, saturated, memory_order_relaxed);
         atomic_store_explicit(&h->min_value, lw_hdr_value_at_index(h, min_index), memory_order_relaxed);
         /* The bucket's top, as HdrHistogram_py and HdrHistogram_c do when
          * decoding: an encoding cannot tell which value of the bucket it was. */

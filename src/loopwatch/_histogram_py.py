@@ -366,8 +366,11 @@ class Histogram:
     def _load_payload(self, payload: bytes) -> None:
         counts = self._counts
         size = len(counts)
-        index = total = pos = 0
+        index = total = pos = saturated = 0
         first = last = -1
+        # counts past highest_trackable's bucket (other implementations accept
+        # values up to the end of the last bucket) saturate, as record() does
+        top = self._index_for(self._highest)
         end = len(payload)
         while pos < end:
             value = shift = 0
@@ -395,13 +398,18 @@ class Histogram:
                 if value > INT64_MAX - total:
                     raise ValueError("encoded counts add up to more than 2**63 - 1")
                 total += value
-                counts[index] = value
+                at = index
+                if at > top:
+                    at = top
+                    saturated += value
+                counts[at] += value
                 if first < 0:
-                    first = index
-                last = index
+                    first = at
+                last = at
             index += 1
         if total:
             self._total = total
+            self._saturated = saturated
             self._min = self._value_at_index(first)
             # the bucket's top, as other HdrHistogram decoders do
             self._max = self._highest_equivalent(self._value_at_index(last))
