@@ -325,7 +325,7 @@ class SessionRegistry:
             # Further than the wheel's horizon (at least two years after the
             # last check): a registry nobody checked for a year. File it at
             # the horizon; check() finds it early and refiles it then.
-            self._schedule(sid, self._wheel.time + self._wheel.horizon)
+            self._schedule(sid, self._wheel.time + self._wheel.horizon - 1.0)
 
     def _recover(self, s: _Session, now: float, age: float) -> None:
         view_reports = s.reports
