@@ -250,7 +250,7 @@ cdef class _NativeSelectTimer:
     def wrap(self, select):
         self._select = select
 
-    def __call__(self, timeout=None):
+    def select(self, timeout=None):
         cdef int64_t start = lw_loop_now_ns()
         self._since = start
         try:

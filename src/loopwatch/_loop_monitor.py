@@ -201,6 +201,7 @@ class LoopMonitorBase:
         self._core: Any = None
         self._tick: Any = None
         self._timer: Any = None  # select timer, kept across restarts
+        self._select_hook: Any = None  # its select(), as installed on the selector
         self._patch: _RunPatch | None = None
         self._reporter: threading.Thread | None = None
         self._running = False
@@ -328,7 +329,10 @@ class LoopMonitorBase:
         selector = getattr(loop, "_selector", None)
         if isinstance(selector, selectors.BaseSelector) and "select" not in vars(selector):
             self._timer.wrap(selector.select)
-            selector.select = self._timer
+            # A bound method: called through vectorcall, the cheapest wrapper
+            # (it runs once per loop iteration).
+            self._select_hook = self._timer.select
+            selector.select = self._select_hook
             self._method = "selector_wait"
         self._patch = _RunPatch(self, loop)
         core.start(True)  # paused until the loop runs
@@ -376,8 +380,10 @@ class LoopMonitorBase:
             self._patch.remove()
             self._patch = None
         selector = getattr(self._loop, "_selector", None)
-        if selector is not None and vars(selector).get("select") is self._timer:
+        hook = self._select_hook
+        if selector is not None and hook is not None and vars(selector).get("select") is hook:
             del selector.select
+        self._select_hook = None
 
     # -- the loop runs / stops (called in the loop thread) -----------------
     def _loop_started(self) -> None:

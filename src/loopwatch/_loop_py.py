@@ -291,7 +291,7 @@ class _PySelectTimer:
     def wrap(self, select: Any) -> None:
         self._select = select
 
-    def __call__(self, timeout: float | None = None) -> Any:
+    def select(self, timeout: float | None = None) -> Any:
         start = time.monotonic_ns()
         self._since = start
         try:
