@@ -63,5 +63,9 @@ def test_both_implementations_expose_the_same_api(request):
 
     native, python = load_implementation("native"), load_implementation("python")
     for name in _TWINS:
-        public = lambda cls: {a for a in dir(cls) if not a.startswith("_")}  # noqa: E731
-        assert public(getattr(native, name)) == public(getattr(python, name)), name
+        ours, twin = getattr(native, name), getattr(python, name)
+        if isinstance(twin, type):
+            public = lambda cls: {a for a in dir(cls) if not a.startswith("_")}  # noqa: E731
+            assert public(ours) == public(twin), name
+        else:  # a function: Cython's and Python's differ in attributes, not in use
+            assert callable(ours) and callable(twin), name
