@@ -280,6 +280,8 @@ class SessionRegistry:
         self._wheel = wheel_factory(0.001, now=clock())
         self._schedule = self._wheel.schedule
         self._lock = threading.Lock()
+        self._acquire = self._lock.acquire
+        self._release = self._lock.release
         self._sessions: dict[Hashable, _Session] = {}
         self._counts = dict.fromkeys(STATES, 0)
         self._events: list[SessionEvent] = []  # recoveries, waiting for check()
@@ -385,8 +387,10 @@ class SessionRegistry:
         """The session is moving: its stuck clock restarts (O(1)).
 
         A stuck session recovers (a ``recovered`` event). KeyError when unknown."""
-        # The hot path: one lookup, two stores, one O(1) wheel move.
-        with self._lock:
+        # The hot path: one lookup, two stores, one O(1) wheel move. (Bound
+        # acquire/release cost half of what `with lock:` does.)
+        self._acquire()
+        try:
             s = self._sessions.get(session_id)
             if s is None:
                 raise _unknown(session_id)
@@ -402,6 +406,8 @@ class SessionRegistry:
                     self._schedule(session_id, now + self._idle_timeout)
             except ValueError:
                 self._reschedule(s)
+        finally:
+            self._release()
 
     def set_state(self, session_id: Hashable, state: str, queue_depth: int | None = None) -> None:
         """Change a session's state (and queue depth, when given).
