@@ -543,34 +543,41 @@ class LoopMonitorBase:
             self._delay_interval.merge(drained)
             self._delay_total.merge(drained)
             drained.reset()
+            # The loop thread takes self._lock when the loop starts or stops:
+            # hold it only to read the counters, never while copying.
             with self._lock:
                 now = time.monotonic_ns()
                 counters = self._counters(now)
                 ongoing = 0
                 if self._current_stall is not None:
                     ongoing = max(0, now - self._current_stall[1])
-                interval = self._window(
-                    self._interval_base, counters, self._lag_interval, self._delay_interval,
-                    self._stalls_interval, max(self._longest_interval_ns, ongoing))
-                total = self._window(
-                    self._total_base, counters, self._lag_total, self._delay_total,
-                    self._stalls_total, max(self._longest_total_ns, ongoing))
-                stats = LoopStats(
-                    interval=interval,
-                    total=total,
-                    utilization_method=self._method,
-                    resolution=self._resolution,
-                    stall_threshold=self._threshold,
-                    running=self._running,
-                    stalled=self._current_stall is not None,
-                    dropped_events=self._core.dropped_events(),
-                )
+                interval_base, total_base = self._interval_base, self._total_base
+                interval_stalls = self._stalls_interval
+                interval_longest = max(self._longest_interval_ns, ongoing)
+                total_stalls = self._stalls_total
+                total_longest = max(self._longest_total_ns, ongoing)
+                running, stalled = self._running, self._current_stall is not None
                 if reset_interval:
-                    self._lag_interval.reset()
-                    self._delay_interval.reset()
                     self._stalls_interval = 0
                     self._longest_interval_ns = 0
                     self._interval_base = counters
+            interval = self._window(interval_base, counters, self._lag_interval,
+                                    self._delay_interval, interval_stalls, interval_longest)
+            total = self._window(total_base, counters, self._lag_total, self._delay_total,
+                                 total_stalls, total_longest)
+            if reset_interval:
+                self._lag_interval.reset()
+                self._delay_interval.reset()
+            stats = LoopStats(
+                interval=interval,
+                total=total,
+                utilization_method=self._method,
+                resolution=self._resolution,
+                stall_threshold=self._threshold,
+                running=running,
+                stalled=stalled,
+                dropped_events=self._core.dropped_events(),
+            )
             return stats
 
     def _window(self, base: dict[str, int], now: dict[str, int], lag: Any, delay: Any,
