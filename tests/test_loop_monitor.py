@@ -355,6 +355,7 @@ def test_snapshot_from_another_thread_while_sampling(impl, loop):
     try:
         monitor.start()
         seen = 0
+        assert wait_until(lambda: monitor._core.sample_count() > 0)  # the loop ticks
         deadline = time.monotonic() + 0.3
         while time.monotonic() < deadline:
             seen += monitor.snapshot().interval.sample_count
@@ -362,4 +363,4 @@ def test_snapshot_from_another_thread_while_sampling(impl, loop):
         seen += monitor.snapshot().interval.sample_count
     finally:
         runner.stop()
-    assert seen == monitor.snapshot().total.sample_count > 50
+    assert seen == monitor.snapshot().total.sample_count > 10
