@@ -164,15 +164,33 @@ def test_closed_loop_cannot_be_watched(impl, loop):
         impl.LoopMonitor(loop).start()
 
 
-def test_one_running_monitor_per_loop(impl, loop):
-    first = impl.LoopMonitor(loop).start()
-    try:
-        with pytest.raises(RuntimeError, match="already watched"):
-            impl.LoopMonitor(loop).start()
-    finally:
-        first.stop()
-    second = impl.LoopMonitor(loop).start()
-    second.stop()
+@pytest.mark.parametrize("order", ["last-started-first", "first-started-first"])
+def test_several_monitors_on_one_loop(impl, loop, order):
+    """An application's own monitor under `loopwatch run`'s: both measure,
+    and stopping them in either order leaves a loop that runs and can be
+    watched again."""
+    selector = getattr(loop, "_selector", None)
+    stalls_a, stalls_b = Stalls(), Stalls()
+    a = impl.LoopMonitor(loop, resolution=0.005, stall_threshold=0.03, on_stall=stalls_a).start()
+    b = impl.LoopMonitor(loop, resolution=0.005, stall_threshold=0.03, on_stall=stalls_b).start()
+    loop.call_soon(time.sleep, 0.1)
+    run_for(loop, 0.03)
+    assert stalls_a.ended.wait(5) and stalls_b.ended.wait(5)
+    for m in (b, a) if order == "last-started-first" else (a, b):
+        m.stop()
+    for m in (a, b):
+        stats = m.snapshot()
+        assert stats.total.stall_count == 1 and stats.total.sample_count > 0
+    assert a.utilization_method == b.utilization_method
+    if order == "last-started-first":  # each put back what it found
+        assert "run_forever" not in vars(loop) and "close" not in vars(loop)
+        if selector is not None:
+            assert "select" not in vars(selector)
+    with impl.LoopMonitor(loop, resolution=0.005) as c:
+        run_for(loop, 0.03)
+    assert c.snapshot().total.sample_count > 0
+    loop.close()
+    assert not c.running and loop.is_closed()
 
 
 def test_snapshot_before_start_fails(impl, loop):

@@ -53,11 +53,10 @@ MAX_STACK_FRAMES = 100
 REPORTER_JOIN_TIMEOUT = 5.0
 
 START, END = 1, 2
+_MISSING = object()
 
-# Every monitor ever created (for fork and exit), and the running one of each loop.
+# Every monitor ever created (for fork and exit).
 _ALL_MONITORS: weakref.WeakSet[LoopMonitorBase] = weakref.WeakSet()
-_RUNNING_BY_LOOP: weakref.WeakKeyDictionary[Any, LoopMonitorBase] = weakref.WeakKeyDictionary()
-_REGISTRY_LOCK = threading.Lock()
 _EXITING = False
 
 
@@ -97,13 +96,16 @@ class _RunPatch:
     """Follows one loop's run_forever and close through instance attributes
     (asyncio and uvloop loops both look these up on the instance), so the
     monitor pauses while the loop is not running and stops when it closes.
-    Removing it leaves the loop as it was, unless someone patched on top."""
+    Removing it puts back what was there (another monitor's patch, say),
+    unless someone patched on top since: then it stays, as a pass-through."""
 
     def __init__(self, monitor: LoopMonitorBase, loop: Any) -> None:
         self._monitor = weakref.ref(monitor)
         self._loop = loop
         self._run_forever = loop.run_forever
         self._close = loop.close
+        attrs = getattr(loop, "__dict__", {})
+        self._previous = {name: attrs.get(name, _MISSING) for name in ("run_forever", "close")}
         self.installed = False
         try:
             loop.run_forever = self.run_forever
@@ -130,11 +132,17 @@ class _RunPatch:
 
     def remove(self) -> None:
         attrs = getattr(self._loop, "__dict__", {})
-        if attrs.get("run_forever") == self.run_forever:
-            del self._loop.run_forever
-        if attrs.get("close") == self.close:
-            del self._loop.close
+        for name, ours in (("run_forever", self.run_forever), ("close", self.close)):
+            if attrs.get(name) == ours:
+                _restore(self._loop, name, self._previous[name])
         self.installed = False
+
+
+def _restore(obj: Any, name: str, previous: Any) -> None:
+    if previous is _MISSING:
+        delattr(obj, name)
+    else:
+        setattr(obj, name, previous)
 
 
 class LoopMonitorBase:
@@ -202,6 +210,7 @@ class LoopMonitorBase:
         self._tick: Any = None
         self._timer: Any = None  # select timer, kept across restarts
         self._select_hook: Any = None  # its select(), as installed on the selector
+        self._select_previous: Any = _MISSING
         self._patch: _RunPatch | None = None
         self._reporter: threading.Thread | None = None
         self._running = False
@@ -277,8 +286,7 @@ class LoopMonitorBase:
 
         Raises:
             RuntimeError: no loop was given and none is running here, the
-                loop is closed, another running monitor watches it, or the
-                interpreter is exiting.
+                loop is closed, or the interpreter is exiting.
         """
         with self._lock:
             if self._running:
@@ -296,19 +304,8 @@ class LoopMonitorBase:
                     ) from None
             if loop.is_closed():
                 raise RuntimeError("cannot watch a closed event loop")
-            with _REGISTRY_LOCK:
-                other = _RUNNING_BY_LOOP.get(loop)
-                if other is not None and other is not self and other._running:
-                    raise RuntimeError(f"this loop is already watched by {other!r}")
-                _RUNNING_BY_LOOP[loop] = self
             self._loop = loop
-            try:
-                self._start_locked(loop)
-            except BaseException:
-                with _REGISTRY_LOCK:
-                    if _RUNNING_BY_LOOP.get(loop) is self:
-                        del _RUNNING_BY_LOOP[loop]
-                raise
+            self._start_locked(loop)
         if loop.is_running():
             if asyncio._get_running_loop() is loop:
                 self._loop_started()
@@ -327,7 +324,8 @@ class LoopMonitorBase:
             self._timer = self._SelectTimer()
         self._method = "thread_cpu" if core.thread_cpu_supported else "unavailable"
         selector = getattr(loop, "_selector", None)
-        if isinstance(selector, selectors.BaseSelector) and "select" not in vars(selector):
+        if isinstance(selector, selectors.BaseSelector):
+            self._select_previous = vars(selector).get("select", _MISSING)
             self._timer.wrap(selector.select)
             # A bound method: called through vectorcall, the cheapest wrapper
             # (it runs once per loop iteration).
@@ -365,9 +363,6 @@ class LoopMonitorBase:
                     tick.disarm()
             self._remove_hooks()
             reporter, self._reporter = self._reporter, None
-            with _REGISTRY_LOCK:
-                if loop is not None and _RUNNING_BY_LOOP.get(loop) is self:
-                    del _RUNNING_BY_LOOP[loop]
         core.stop()
         if reporter is not None and reporter is not threading.current_thread():
             reporter.join(REPORTER_JOIN_TIMEOUT)
@@ -382,7 +377,7 @@ class LoopMonitorBase:
         selector = getattr(self._loop, "_selector", None)
         hook = self._select_hook
         if selector is not None and hook is not None and vars(selector).get("select") is hook:
-            del selector.select
+            _restore(selector, "select", self._select_previous)
         self._select_hook = None
 
     # -- the loop runs / stops (called in the loop thread) -----------------
@@ -643,13 +638,9 @@ class LoopMonitorBase:
             self._remove_hooks()
         except Exception:  # a half-torn loop in the child: leave it be
             pass
-        if _RUNNING_BY_LOOP.get(self._loop) is self:
-            del _RUNNING_BY_LOOP[self._loop]
 
 
 def _after_fork_in_child() -> None:
-    global _REGISTRY_LOCK
-    _REGISTRY_LOCK = threading.Lock()
     for monitor in list(_ALL_MONITORS):
         monitor._forget_after_fork()
 
