@@ -641,3 +641,31 @@ def test_a_registry_nobody_checked_for_years_still_takes_heartbeats(make, clock)
     assert reg.check() == []
     clock.advance(1)
     assert sorted(kinds(reg.check())) == [("stuck", "s", None, 1), ("stuck", "t", None, 1)]
+
+
+class NoScanDict(dict):
+    """A session table that fails the test if anything walks it."""
+
+    def _scan(self, *args):
+        raise AssertionError("the registry scanned its sessions")
+
+    __iter__ = values = items = keys = _scan
+
+
+def test_check_never_scans_the_sessions(make, clock):
+    reg = make(stuck_after=100, idle_timeout=50, evict_after=None)
+    reg._sessions = NoScanDict()
+    for i in range(2000):
+        reg.open(i, state="processing" if i % 2 else "idle")
+    for _ in range(4):
+        clock.advance(10)
+        assert reg.check() == []
+    clock.advance(10)  # t = 50: the idle ones are due, and only they are touched
+    events = reg.check()
+    assert len(events) == 1000 and {e.reason for e in events} == {"idle"}
+    assert reg.counts() == {"idle": 0, "queued": 0, "processing": 1000, "waiting": 0}
+    clock.advance(49)
+    assert reg.check() == []
+    clock.advance(1)
+    events = reg.check()
+    assert len(events) == 1000 and {e.kind for e in events} == {"stuck"} and len(reg) == 1000

@@ -104,6 +104,7 @@ class SessionEvent:
 
     @property
     def session_id(self) -> Hashable:
+        """The id of the session the event is about."""
         return self.session.session_id
 
     def __str__(self) -> str:
@@ -289,10 +290,12 @@ class SessionRegistry:
     # -- configuration -------------------------------------------------------
     @property
     def stuck_after(self) -> float:
+        """Seconds without progress after which an active session is stuck."""
         return self._stuck_after
 
     @property
     def max_sessions(self) -> int:
+        """How many sessions :meth:`open` accepts before :class:`RegistryFull`."""
         return self._max_sessions
 
     def __repr__(self) -> str:
@@ -699,9 +702,11 @@ class SessionScope:
         self._session: _Session | None = None
 
     def progress(self) -> None:
+        """:meth:`SessionRegistry.progress` for this session."""
         self.registry.progress(self.session_id)
 
     def set_state(self, state: str, queue_depth: int | None = None) -> None:
+        """:meth:`SessionRegistry.set_state` for this session."""
         self.registry.set_state(self.session_id, state, queue_depth)
 
     @property
