@@ -669,3 +669,80 @@ def test_check_never_scans_the_sessions(make, clock):
     clock.advance(1)
     events = reg.check()
     assert len(events) == 1000 and {e.kind for e in events} == {"stuck"} and len(reg) == 1000
+
+
+def test_store_returning_an_awaitable_to_check_keeps_the_session(make, clock, caplog):
+    async def lookup(sid):
+        return False
+
+    reg = make(stuck_after=1, store=lambda sid: lookup(sid))  # not a coroutine function
+    reg.open("s", state="processing")
+    clock.advance(1)
+    assert kinds(reg.check()) == [("stuck", "s", None, 1)]  # no "never awaited" leak
+    assert "use acheck()" in caplog.text and "s" in reg
+
+
+def test_async_store_errors_keep_the_session(make, clock, caplog):
+    async def store(sid):
+        raise OSError("store down")
+
+    reg = make(stuck_after=1, store=store)
+    reg.open("s", state="processing")
+    clock.advance(1)
+    assert kinds(asyncio.run(reg.acheck())) == [("stuck", "s", None, 1)]
+    assert "store down" in caplog.text
+
+
+class Interrupt(BaseException):
+    pass
+
+
+def test_an_interrupted_store_call_loses_nothing(make, clock, caplog):
+    caplog.set_level(logging.INFO, logger="loopwatch.sessions")
+    calls = []
+
+    def store(sid):
+        calls.append(sid)
+        if calls == ["a", "b"]:
+            raise Interrupt()  # once, while asking about b
+        return False
+
+    evicted = []
+    reg = make(stuck_after=1, evict_after=None, store=store, on_evict=evicted.append)
+    for sid in "abc":
+        reg.open(sid, state="processing")
+    clock.advance(1)
+    with pytest.raises(Interrupt):
+        reg.check()
+    # a was answered (a ghost: evicted and logged); b and c count as present
+    assert [v.session_id for v in evicted] == ["a"]
+    assert sorted(v.session_id for v in reg) == ["b", "c"]
+    assert all(reg.get(sid).stuck for sid in "bc")
+    assert caplog.text.count("stuck session") == 2 and "reason=ghost" in caplog.text
+    # and they stay scheduled: the next report comes on time
+    clock.advance(2)
+    assert sorted(kinds(reg.check())) == [("evicted", "b", "ghost", 1), ("evicted", "c", "ghost", 1)]
+
+
+def test_acheck_cancelled_mid_store_loses_nothing(make, clock):
+    async def main():
+        gate = asyncio.Event()
+
+        async def store(sid):
+            await gate.wait()
+            return True
+
+        reg = make(stuck_after=1, evict_after=None, store=store)
+        reg.open("s", state="processing")
+        clock.advance(1)
+        task = asyncio.create_task(reg.acheck())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert reg.get("s").stuck and reg.get("s").stuck_reports == 1
+        gate.set()
+        clock.advance(2)
+        assert kinds(await reg.acheck()) == [("stuck", "s", None, 2)]
+
+    asyncio.run(main())

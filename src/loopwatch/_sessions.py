@@ -536,34 +536,41 @@ class SessionRegistry:
             raise TypeError("the store is async: use 'await registry.acheck()'")
         now = self._now(now)
         events, pending = self._collect(now)
-        if pending:
-            answers = []
-            try:
-                for p in pending:
-                    answers.append(self._ask_store(p.session.sid))
-            finally:
+        answers: list = []
+        try:
+            for p in pending:
+                answers.append(self._ask_store(p.session.sid))
+        finally:
+            # Even when the store call is interrupted: settle (unanswered =
+            # present) and log what happened, then let the error through.
+            if pending:
                 events += self._settle(pending, answers, now)
-        self._publish(events)
+            self._publish(events)
         return events
 
     async def acheck(self, now: float | None = None) -> list[SessionEvent]:
-        """:meth:`check` for a store that is async (or sync: both work)."""
+        """:meth:`check` for a store that is async (or sync: both work).
+        The store is asked about every due session at once (gathered)."""
         now = self._now(now)
         events, pending = self._collect(now)
-        if pending:
-            answers: list = []
-            try:
+        answers: list = []
+        try:
+            if pending:
                 asks = [self._ask_store(p.session.sid, allow_async=True) for p in pending]
                 waits = [a for a in asks if inspect.isawaitable(a)]
                 if waits:
-                    done = await asyncio.gather(*waits, return_exceptions=True)
-                    it = iter(done)
-                    asks = [self._store_answer(p.session.sid, next(it)) if inspect.isawaitable(a)
-                            else a for p, a in zip(pending, asks)]
+                    done = iter(await asyncio.gather(*waits, return_exceptions=True))
+                    asks = [
+                        self._store_answer(p.session.sid, next(done))
+                        if inspect.isawaitable(a) else a
+                        for p, a in zip(pending, asks)
+                    ]
                 answers = asks
-            finally:
+        finally:
+            # Also on cancellation: settle (unanswered = present), log, re-raise.
+            if pending:
                 events += self._settle(pending, answers, now)
-        self._publish(events)
+            self._publish(events)
         return events
 
     async def watch(self, max_interval: float = 1.0) -> None:
