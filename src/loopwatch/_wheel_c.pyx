@@ -18,7 +18,24 @@ NODE_BYTES = lw_wheel_node_size()
 
 cdef class TimerWheel:
     """Keyed deadlines on a monotonic clock, in a hierarchical timer wheel
-    (native implementation)."""
+    (native implementation).
+
+    Deadlines are float seconds on the clock of ``time.monotonic()`` (and of
+    asyncio's ``loop.time()``). Each key has at most one deadline.
+
+    Args:
+        resolution: the wheel's tick, in seconds (1e-6 to 3600). Expiry is
+            exact whatever the resolution (each entry keeps its exact
+            deadline); the tick only sets how finely entries are filed.
+        now: the wheel's starting time; ``time.monotonic()`` when omitted.
+            Deadlines before it are accepted (they are due at once).
+
+    ``schedule`` and ``cancel`` are O(1), ``expire`` is O(expired + levels)
+    amortized and ``next_deadline`` O(levels) (plus the keys of one tick
+    when the earliest is filed at level 0). Deadlines up to
+    :attr:`horizon` seconds (at least two years) after :attr:`time` are
+    accepted. Not thread-safe: guard a shared wheel with a lock.
+    """
 
     cdef lw_wheel *_w
     cdef dict _index

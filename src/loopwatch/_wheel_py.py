@@ -74,7 +74,8 @@ class TimerWheel:
             Deadlines before it are accepted (they are due at once).
 
     ``schedule`` and ``cancel`` are O(1), ``expire`` is O(expired + levels)
-    amortized and ``next_deadline`` O(levels). Deadlines up to
+    amortized and ``next_deadline`` O(levels) (plus the keys of one tick
+    when the earliest is filed at level 0). Deadlines up to
     :attr:`horizon` seconds (at least two years) after :attr:`time` are
     accepted. Not thread-safe: guard a shared wheel with a lock.
     """
