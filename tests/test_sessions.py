@@ -11,8 +11,15 @@ import threading
 
 import pytest
 
+from loop_support import loop_kind, new_loop  # noqa: F401 (fixture: asyncio and uvloop)
 from loopwatch import RegistryFull, SessionEvent, SessionRegistry, SessionView
 from loopwatch._sessions import STATES
+
+
+def run_on(kind: str, coro):
+    """Run ``coro`` on a fresh loop of ``kind`` (asyncio or uvloop)."""
+    with asyncio.Runner(loop_factory=lambda: new_loop(kind)) as runner:
+        return runner.run(coro)
 
 
 class FakeClock:
@@ -414,7 +421,7 @@ def test_scope_does_not_close_a_newer_session_under_the_same_id(make, clock):
     assert reg.get("s").state == "processing"
 
 
-def test_async_with_closes_on_cancel_timeout_and_close(make):
+def test_async_with_closes_on_cancel_timeout_and_close(make, loop_kind):
     reg = make()
 
     async def handler(sid, entered, forever):
@@ -448,11 +455,11 @@ def test_async_with_closes_on_cancel_timeout_and_close(make):
         coro.close()
         assert "closed" not in reg
 
-    asyncio.run(main())
+    run_on(loop_kind, main())
     assert len(reg) == 0
 
 
-def test_bind_task_closes_when_the_task_ends(make):
+def test_bind_task_closes_when_the_task_ends(make, loop_kind):
     reg = make(idle_timeout=1)
 
     async def main():
@@ -503,10 +510,10 @@ def test_bind_task_closes_when_the_task_ends(make):
         await asyncio.sleep(0)
         assert "re" not in reg
 
-    asyncio.run(main())
+    run_on(loop_kind, main())
 
 
-def test_on_evict_can_cancel_the_bound_task(make, clock):
+def test_on_evict_can_cancel_the_bound_task(make, clock, loop_kind):
     reg = make(stuck_after=10, evict_after=0, on_evict=lambda v: v.task.cancel())
 
     async def main():
@@ -525,7 +532,7 @@ def test_on_evict_can_cancel_the_bound_task(make, clock):
             await task
         assert len(reg) == 0
 
-    asyncio.run(main())
+    run_on(loop_kind, main())
 
 
 def test_threads_hammer_one_registry(make, clock):
@@ -597,7 +604,7 @@ def test_closed_sessions_are_not_kept_alive(make):
     assert ref() is None
 
 
-def test_watch_checks_until_cancelled(make, clock):
+def test_watch_checks_until_cancelled(make, clock, loop_kind):
     async def main():
         evicted = asyncio.Event()
         seen = []
@@ -616,7 +623,7 @@ def test_watch_checks_until_cancelled(make, clock):
         with pytest.raises(asyncio.CancelledError):
             await watcher
 
-    asyncio.run(main())
+    run_on(loop_kind, main())
 
 
 def test_next_check_is_now_when_a_recovery_waits(make, clock):
@@ -724,7 +731,7 @@ def test_an_interrupted_store_call_loses_nothing(make, clock, caplog):
     assert sorted(kinds(reg.check())) == [("evicted", "b", "ghost", 1), ("evicted", "c", "ghost", 1)]
 
 
-def test_acheck_cancelled_mid_store_loses_nothing(make, clock):
+def test_acheck_cancelled_mid_store_loses_nothing(make, clock, loop_kind):
     async def main():
         gate = asyncio.Event()
 
@@ -745,4 +752,4 @@ def test_acheck_cancelled_mid_store_loses_nothing(make, clock):
         clock.advance(2)
         assert kinds(await reg.acheck()) == [("stuck", "s", None, 2)]
 
-    asyncio.run(main())
+    run_on(loop_kind, main())

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from loop_support import loop_kind, new_loop  # noqa: F401 (fixture: asyncio and uvloop)
 from loopwatch import SessionRegistry
 
 CLIENT = r"""
@@ -119,9 +120,10 @@ async def run_gateway(registry: SessionRegistry) -> dict:
     return {"during": during, "codes": codes, "opened": opened, "handlers": len(handlers)}
 
 
-def test_sigkilled_clients_leave_no_session_behind(impl):
+def test_sigkilled_clients_leave_no_session_behind(impl, loop_kind):
     registry = SessionRegistry(wheel_factory=impl.TimerWheel)
-    result = asyncio.run(run_gateway(registry))
+    with asyncio.Runner(loop_factory=lambda: new_loop(loop_kind)) as runner:
+        result = runner.run(run_gateway(registry))
     total = len(MODES) * CLIENTS_PER_MODE
     assert result["codes"] == [-signal.SIGKILL] * total
     assert result["handlers"] == total and len(set(result["opened"])) == total
