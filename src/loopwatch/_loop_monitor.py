@@ -348,7 +348,11 @@ class LoopMonitorBase:
             selector.select = self._select_hook
             self._method = "selector_wait"
         self._patch = _RunPatch(self, loop)
-        core.start(True)  # paused until the loop runs
+        try:
+            core.start(True)  # paused until the loop runs
+        except BaseException:  # no thread: leave the loop as it was
+            self._remove_hooks()
+            raise
         self._running = True
         self._stopped_by_fork = False
         if self._started_ns is None:
