@@ -181,3 +181,27 @@ def test_console_script_is_declared():
 
     (entry,) = importlib.metadata.entry_points(group="console_scripts", name="loopwatch")
     assert entry.load() is main
+
+
+def test_no_stack_option(tmp_path, impl, loop_kind):
+    script = tmp_path / "stall.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, time
+        def stuck():
+            time.sleep(0.15)
+        async def main():
+            await asyncio.sleep(0.02)
+            stuck()
+            await asyncio.sleep(0.02)
+        if "{loop_kind}" == "uvloop":
+            import uvloop
+            uvloop.run(main())
+        else:
+            asyncio.run(main())
+        """))
+    result = _loopwatch(["run", "--no-stack", "--stall-threshold", "0.05", str(script)],
+                        impl_name=impl.name)
+    assert result.returncode == 0, result.stderr
+    (started,) = [line for line in result.stderr.splitlines() if "in progress" in line]
+    assert "stuck()" not in started and "stack not captured" not in started
+    assert "ended after" in result.stderr
