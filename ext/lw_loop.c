@@ -201,7 +201,10 @@ static int64_t sample(lw_loop *m, int64_t tick, int64_t now, int64_t *prev_heart
 static void *sampler_main(void *arg)
 {
     lw_loop *m = arg;
-    int64_t prev_heartbeat = atomic_load(&m->heartbeat_ns);
+    int64_t prev_heartbeat;
+
+    lw_loop_name_this_thread("lw-loop-sampler");
+    prev_heartbeat = atomic_load(&m->heartbeat_ns);
     int64_t tick = lw_loop_now_ns() + m->resolution_ns;
 
     pthread_mutex_lock(&m->mutex);

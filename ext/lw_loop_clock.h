@@ -1,6 +1,6 @@
 /*
- * lw_loop_clock: the monotonic clock and a condition variable whose timed
- * waits run on it, for the loop sampler. One small file per platform:
+ * lw_loop_clock: the monotonic clock, a condition variable whose timed
+ * waits run on it, and thread naming, for the loop sampler. One small file per platform:
  *   lw_loop_clock_linux.c  CLOCK_MONOTONIC, condvars set to it (POSIX)
  *   lw_loop_clock_macos.c  CLOCK_UPTIME_RAW (what Python's time.monotonic
  *                          reads there), relative timed waits
@@ -24,6 +24,9 @@ int lw_loop_cond_init(pthread_cond_t *cond);
 /* Wait on cond (mutex held) until signalled or until the monotonic clock
  * passes deadline_ns. Spurious wake-ups happen: callers re-check. */
 void lw_loop_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex, int64_t deadline_ns);
+/* Name the calling thread (at most 15 characters) where the platform can:
+ * it shows in top -H, gdb, /proc/<pid>/task/<tid>/comm. */
+void lw_loop_name_this_thread(const char *name);
 
 #ifdef __cplusplus
 }

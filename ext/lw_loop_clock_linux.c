@@ -3,7 +3,11 @@
  * change never stretches or cuts a sampling interval. */
 #if !defined(__APPLE__)
 
+#if defined(__linux__)
+#define _GNU_SOURCE /* pthread_setname_np */
+#else
 #define _POSIX_C_SOURCE 200809L
+#endif
 
 #include <errno.h>
 #include <pthread.h>
@@ -39,6 +43,15 @@ void lw_loop_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex, int64
     ts.tv_sec = (time_t)(deadline_ns / 1000000000);
     ts.tv_nsec = (long)(deadline_ns % 1000000000);
     (void)pthread_cond_timedwait(cond, mutex, &ts);
+}
+
+void lw_loop_name_this_thread(const char *name)
+{
+#if defined(__linux__)
+    (void)pthread_setname_np(pthread_self(), name);
+#else
+    (void)name;
+#endif
 }
 
 #else

@@ -32,6 +32,11 @@ void lw_loop_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex, int64
     (void)pthread_cond_timedwait_relative_np(cond, mutex, &ts);
 }
 
+void lw_loop_name_this_thread(const char *name)
+{
+    (void)pthread_setname_np(name); /* macOS names only the calling thread */
+}
+
 #else
 typedef int lw_loop_clock_macos_unused;
 #endif

@@ -114,12 +114,23 @@ def run_for(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
     loop.run_until_complete(asyncio.sleep(seconds))
 
 
-def native_thread_count() -> int | None:
-    """Threads of this process, native ones included (Linux only)."""
+def monitor_threads() -> int:
+    """The loop monitors' threads alive in this process: Python threads
+    named loopwatch-*, and (Linux) native sampler threads, which name
+    themselves lw-loop-sampler."""
+    count = sum(1 for t in threading.enumerate()
+                if t.name.startswith("loopwatch-") and t.is_alive())
     try:
-        return len(os.listdir("/proc/self/task"))
+        tasks = os.listdir("/proc/self/task")
     except OSError:
-        return None
+        return count
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                count += f.read().strip() == "lw-loop-sampler"
+        except OSError:  # the thread just ended
+            pass
+    return count
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
