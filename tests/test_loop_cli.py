@@ -205,3 +205,29 @@ def test_no_stack_option(tmp_path, impl, loop_kind):
     (started,) = [line for line in result.stderr.splitlines() if "in progress" in line]
     assert "stuck()" not in started and "stack not captured" not in started
     assert "ended after" in result.stderr
+
+
+def test_forked_child_summarizes_only_its_own_loops(tmp_path, impl, loop_kind):
+    script = tmp_path / "forks.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, os, sys
+        def run(coro):
+            if "{loop_kind}" == "uvloop":
+                import uvloop
+                return uvloop.run(coro)
+            return asyncio.run(coro)
+        run(asyncio.sleep(0.02))
+        pid = os.fork()
+        if pid == 0:
+            run(asyncio.sleep(0.02))
+            print("child done", flush=True)
+            sys.exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("parent done", os.waitstatus_to_exitcode(status), flush=True)
+        """))
+    result = _loopwatch(["run", str(script)], impl_name=impl.name)
+    assert result.returncode == 0, result.stderr
+    assert "child done" in result.stdout and "parent done 0" in result.stdout
+    # one summary per process, each of its own single loop
+    assert result.stderr.count("loopwatch: loop 1 (") == 2, result.stderr
+    assert "loop 2" not in result.stderr

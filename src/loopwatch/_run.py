@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.events
 import logging
+import os
 import sys
 import threading
 import weakref
@@ -62,6 +63,10 @@ class LoopWatcher:
                     stall_logger.exception("loopwatch: could not watch a loop")
 
         self._hook = _set_running_loop
+        if hasattr(os, "register_at_fork"):
+            this = weakref.ref(self)
+            os.register_at_fork(
+                after_in_child=lambda: (w := this()) is not None and w._forget_parent_loops())
         asyncio.events._set_running_loop = _set_running_loop
         asyncio._set_running_loop = _set_running_loop
         if "uvloop" in sys.modules:
@@ -100,6 +105,15 @@ class LoopWatcher:
                 return
         if monitor.running:
             monitor._loop_started()
+
+    def _forget_parent_loops(self) -> None:
+        """In a forked child: the parent's loops are the parent's to report
+        (their monitors are stopped here); the child's own loops are watched
+        and summarized as usual."""
+        self._lock = threading.Lock()
+        self._monitors = weakref.WeakKeyDictionary()
+        self.watched = []
+        self._local = threading.local()
 
     def stop_all(self) -> None:
         for _, monitor in self.watched:
