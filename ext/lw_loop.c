@@ -245,6 +245,11 @@ void lw_loop_stop(lw_loop *m)
     pthread_t thread;
     int joinable;
     pthread_mutex_lock(&m->mutex);
+    /* A stall going on ends here: every START gets its END. */
+    if (m->running && !m->stopping && m->in_stall) {
+        int64_t now = lw_loop_now_ns();
+        end_stall(m, now, now);
+    }
     m->stopping = 1;
     joinable = m->running;
     thread = m->thread;

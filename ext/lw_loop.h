@@ -62,8 +62,9 @@ void lw_loop_free(lw_loop *m);
  * records nothing until lw_loop_resume (the loop is not running yet).
  * 0, or an errno value (EALREADY when running). */
 int lw_loop_start(lw_loop *m, int paused);
-/* Stop and join the sampler; wakes every lw_loop_wait_event caller, which
- * then drain the queue and get -1. Idempotent. */
+/* Stop and join the sampler; a stall going on gets its STALL_END (with its
+ * length so far); wakes every lw_loop_wait_event caller, which then drain
+ * the queue and get -1. Idempotent. */
 void lw_loop_stop(lw_loop *m);
 int lw_loop_running(const lw_loop *m);
 

@@ -381,3 +381,30 @@ def test_snapshot_from_another_thread_while_sampling(impl, loop):
     finally:
         runner.stop()
     assert seen == monitor.snapshot().total.sample_count > 10
+
+
+def test_stop_during_a_stall_ends_it(impl, loop):
+    """Every "started" report gets its "ended" one, made before stop()
+    returns, and the stopped monitor's stats no longer grow."""
+    stalls = Stalls()
+    runner = LoopThread(loop)
+    release = threading.Event()
+    try:
+        monitor = impl.LoopMonitor(loop, resolution=0.005, stall_threshold=0.03,
+                                   on_stall=stalls).start()
+        assert wait_until(lambda: monitor._core.sample_count() > 0)
+        loop.call_soon_threadsafe(release.wait, 10)  # the loop blocks until released
+        assert stalls.started.wait(5)
+        monitor.stop()
+        assert stalls.ended.is_set()  # reported before stop() returned
+        first = monitor.snapshot()
+        second = monitor.snapshot()
+    finally:
+        release.set()
+        runner.stop()
+    (ended,) = stalls.of_kind("ended")
+    assert ended.stall_id == stalls.of_kind("started")[0].stall_id
+    assert 0.03 <= ended.duration < 10
+    assert not first.stalled and first.total.stall_count == 1
+    assert second.total.longest_stall == first.total.longest_stall == pytest.approx(
+        ended.duration, abs=0.002)

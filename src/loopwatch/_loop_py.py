@@ -71,6 +71,9 @@ class _PyCore:
 
     def stop(self) -> None:
         with self._mutex:
+            if self._thread is not None and not self._stopping and self._in_stall:
+                now = time.monotonic_ns()
+                self._end_stall(now, now)  # every START gets its END
             self._stopping = True
             thread, self._thread = self._thread, None
             self._tick_cond.notify_all()
