@@ -13,9 +13,8 @@ import random
 
 import pytest
 
-from heapq_timers import HeapqTimers
+from heapq_timers import wheel_factories
 from loopwatch import SessionRegistry
-from loopwatch._selector import load_implementation
 
 RESULTS: dict[tuple[str, str, int], float] = {}
 BATCH = 1000
@@ -28,15 +27,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-def wheel_factories():
-    out = {"python": load_implementation("python").TimerWheel, "heapq": HeapqTimers}
-    try:
-        out["native"] = load_implementation("native").TimerWheel
-    except ImportError:
-        pass
-    return out
 
 
 def build(name: str, n: int):

@@ -11,26 +11,16 @@ import random
 
 import pytest
 
-from heapq_timers import HeapqTimers
-from loopwatch._selector import load_implementation
+from heapq_timers import wheel_factories
 
 N = 1_000_000
 BATCH = 1000
 RESULTS: dict[str, float] = {}
 
 
-def factories():
-    out = {"python": load_implementation("python").TimerWheel, "heapq": HeapqTimers}
-    try:
-        out["native"] = load_implementation("native").TimerWheel
-    except ImportError:
-        pass
-    return out
-
-
 @pytest.fixture(scope="module", params=["native", "python", "heapq"])
 def loaded(request):
-    factory = factories().get(request.param)
+    factory = wheel_factories().get(request.param)
     if factory is None:
         pytest.skip("native extension not built")
     wheel = factory(0.001, now=0.0)

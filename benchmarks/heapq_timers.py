@@ -66,3 +66,16 @@ class HeapqTimers:
             del self._entries[entry[2]]
             out.append(entry[2])
         return out
+
+
+def wheel_factories():
+    """The wheels measured against this baseline, by name: "native" (when the
+    extension is built), "python" (the twin) and "heapq" (this module)."""
+    from loopwatch._selector import load_implementation
+
+    out = {"python": load_implementation("python").TimerWheel, "heapq": HeapqTimers}
+    try:
+        out["native"] = load_implementation("native").TimerWheel
+    except ImportError:
+        pass
+    return out
