@@ -8,6 +8,7 @@ by HdrHistogram_c, HdrHistogram (Java) or the ``hdrhistogram`` package.
 from __future__ import annotations
 
 import math
+import operator
 from typing import NamedTuple
 
 INT64_MAX = (1 << 63) - 1
@@ -81,8 +82,6 @@ def as_count_value(name: str, value: object) -> int:
     if isinstance(value, (float, str, bytes, bool)) or value is None:
         raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
     try:
-        import operator
-
         return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, not {type(value).__name__}") from None

@@ -15,26 +15,21 @@ from loopwatch._hdr_layout import as_count_value, check_percentile, layout
 _OVERFLOW = "histogram total count would exceed 2**63 - 1"
 
 
-cdef inline int64_t _nonneg(str name, object obj) except -1:
-    """An int argument >= 0, with values past int64 clamped to INT64_MAX
-    (they saturate anyway)."""
+cdef inline int64_t _nonneg(str name, object obj, bint saturate) except -1:
+    """An int argument >= 0. Past int64, a value that saturates anyway is
+    clamped to INT64_MAX; any other argument overflows the histogram."""
     cdef int overflow = 0
     cdef long long v
     if type(obj) is not int:
         obj = as_count_value(name, obj)
     v = PyLong_AsLongLongAndOverflow(obj, &overflow)
     if overflow > 0:
-        return INT64_MAX
+        if saturate:
+            return INT64_MAX
+        raise OverflowError(_OVERFLOW)
     if overflow < 0 or v < 0:
         raise ValueError(f"{name} must be >= 0, got {obj}")
     return v
-
-
-cdef inline int64_t _count(object obj) except -1:
-    cdef int64_t c = _nonneg("count", obj)
-    if c == INT64_MAX and obj != INT64_MAX:
-        raise OverflowError(_OVERFLOW)
-    return c
 
 
 cdef class Histogram:
@@ -71,17 +66,17 @@ cdef class Histogram:
 
     def record(self, value, count=1):
         """Record ``count`` occurrences of ``value``."""
-        cdef int64_t v = _nonneg("value", value)
-        cdef int64_t c = 1 if count is 1 else _count(count)
+        cdef int64_t v = _nonneg("value", value, True)
+        cdef int64_t c = 1 if count is 1 else _nonneg("count", count, False)
         if c > INT64_MAX - lw_hdr_total_count(self._h):
             raise OverflowError(_OVERFLOW)
         lw_hdr_record(self._h, v, c)
 
     def record_corrected(self, value, expected_interval, count=1):
         """Record ``value`` with HdrHistogram's coordinated-omission correction."""
-        cdef int64_t v = _nonneg("value", value)
-        cdef int64_t interval = _nonneg("expected_interval", expected_interval)
-        cdef int64_t c = _count(count)
+        cdef int64_t v = _nonneg("value", value, True)
+        cdef int64_t interval = _nonneg("expected_interval", expected_interval, True)
+        cdef int64_t c = _nonneg("count", count, False)
         missing = v // interval - 1 if interval and v > interval else 0
         if c * (missing + 1) > INT64_MAX - lw_hdr_total_count(self._h):
             raise OverflowError(_OVERFLOW)
