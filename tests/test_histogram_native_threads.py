@@ -24,30 +24,33 @@ def _clean_env():
     return {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
 
 
-def _build_and_run(tmp_path, extra_flags):
+def _build(tmp_path, extra_flags):
     exe = tmp_path / "stress"
     sources = [str(ROOT / "tests/c/lw_hdr_stress.c"), str(ROOT / "ext/lw_hdr.c"), str(ROOT / "ext/lw_hdr_codec.c")]
     cmd = [CC, "-std=c11", "-O1", "-g", "-Wall", "-Werror", "-I", str(ROOT / "ext"), *extra_flags,
            *sources, "-o", str(exe), "-lpthread", "-lm"]
-    built = subprocess.run(cmd, capture_output=True, text=True, env=_clean_env())
-    if built.returncode != 0 and extra_flags:
-        return built  # the caller decides whether a missing sanitizer runtime matters
-    assert built.returncode == 0, built.stderr
+    return exe, subprocess.run(cmd, capture_output=True, text=True, env=_clean_env())
+
+
+def _run(exe):
     # The sanitizer stage of CI preloads ASan into Python; a TSan program
     # cannot run with it, so the child gets a clean environment.
     return subprocess.run([str(exe)], capture_output=True, text=True, timeout=100, env=_clean_env())
 
 
 def test_concurrent_record_loses_nothing(tmp_path):
-    run = _build_and_run(tmp_path, [])
+    exe, built = _build(tmp_path, [])
+    assert built.returncode == 0, built.stderr
+    run = _run(exe)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "total=800000 sum=800000" in run.stdout
 
 
 def test_concurrent_record_is_race_free_under_tsan(tmp_path):
-    run = _build_and_run(tmp_path, ["-fsanitize=thread"])
-    if isinstance(run, subprocess.CompletedProcess) and run.args[0] == CC:
-        pytest.skip(f"no ThreadSanitizer runtime: {run.stderr.strip()[:200]}")
+    exe, built = _build(tmp_path, ["-fsanitize=thread"])
+    if built.returncode != 0:
+        pytest.skip(f"no ThreadSanitizer runtime: {built.stderr.strip()[:200]}")
+    run = _run(exe)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "WARNING: ThreadSanitizer" not in run.stderr
     assert "total=800000 sum=800000" in run.stdout
