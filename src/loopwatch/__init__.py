@@ -7,14 +7,26 @@
 
 from __future__ import annotations
 
-from ._selector import IMPLEMENTATION, Histogram
-from ._selector import TimerWheel
-from ._sessions import RegistryFull, SessionEvent, SessionRegistry, SessionScope, SessionView
-from ._selector import LoopMonitor, watch
 from ._loop_stats import LatencyStats, LoopStats, LoopWindow, StackFrame, StallEvent
+from ._selector import IMPLEMENTATION, Histogram, LoopMonitor, TimerWheel, watch
+from ._sessions import RegistryFull, SessionEvent, SessionRegistry, SessionScope, SessionView
 
-__all__ = ["IMPLEMENTATION", "Histogram", "__version__"]
-__all__ += ["TimerWheel"]
-__all__ += ["RegistryFull", "SessionEvent", "SessionRegistry", "SessionScope", "SessionView"]
-__all__ += ["LoopMonitor", "watch", "LoopStats", "LoopWindow", "LatencyStats", "StallEvent", "StackFrame"]
+__all__ = [
+    "IMPLEMENTATION",
+    "Histogram",
+    "LatencyStats",
+    "LoopMonitor",
+    "LoopStats",
+    "LoopWindow",
+    "RegistryFull",
+    "SessionEvent",
+    "SessionRegistry",
+    "SessionScope",
+    "SessionView",
+    "StackFrame",
+    "StallEvent",
+    "TimerWheel",
+    "__version__",
+    "watch",
+]
 __version__ = "0.1.0"
