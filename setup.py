@@ -7,7 +7,8 @@ Switches (environment variables, read at build time):
     LOOPWATCH_SANITIZE=1       AddressSanitizer + UndefinedBehaviorSanitizer,
                                any report fatal (implies the debug flags; load
                                with LD_PRELOAD=$(cc -print-file-name=libasan.so))
-    LOOPWATCH_BUILD_ONLY=a,b   development: build only these modules
+    LOOPWATCH_BUILD_ONLY=a,b   development: build only these modules (dotted
+                               names, e.g. loopwatch.hdr.native)
 """
 
 import glob
@@ -20,11 +21,13 @@ def _flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
-# Extension module (in src/loopwatch/) -> the ext/ file prefixes it links.
+# Extension module (its .pyx under src/) -> the ext/ families (folders) it
+# compiles and includes. Each family builds alone: a module names every
+# folder it needs, and nothing else is on its include path.
 NATIVE_MODULES = {
-    "_histogram_c": ["lw_hdr"],
-    "_wheel_c": ["lw_wheel"],
-    "_loop_c": ["lw_hdr", "lw_loop", "lw_threadcpu"],
+    "loopwatch.hdr.native": ["hdr"],
+    "loopwatch.sessions.wheel_native": ["wheel"],
+    "loopwatch.loop.native": ["hdr", "loop", "platform"],
 }
 
 NO_EXTENSIONS = _flag("LOOPWATCH_NO_EXTENSIONS")
@@ -48,14 +51,14 @@ if SANITIZE:
     link_args += sanitizers
 
 
-def native_extension(module, prefixes):
-    sources = [f"src/loopwatch/{module}.pyx"]
-    for prefix in prefixes:
-        sources += sorted(glob.glob(f"ext/{prefix}*.c"))
+def native_extension(module, families):
+    sources = ["src/" + module.replace(".", "/") + ".pyx"]
+    for family in families:
+        sources += sorted(glob.glob(f"ext/{family}/*.c"))
     return Extension(
-        f"loopwatch.{module}",
+        module,
         sources=sources,
-        include_dirs=["ext"],
+        include_dirs=[f"ext/{family}" for family in families],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         undef_macros=undef_macros,
@@ -69,8 +72,8 @@ if not NO_EXTENSIONS:
 
     ext_modules = cythonize(
         [
-            native_extension(module, prefixes)
-            for module, prefixes in NATIVE_MODULES.items()
+            native_extension(module, families)
+            for module, families in NATIVE_MODULES.items()
             if not BUILD_ONLY or module in BUILD_ONLY
         ],
         include_path=["src"],

@@ -1,9 +1,15 @@
-"""Every test that takes the ``impl`` fixture runs against both
-implementations: the native extension and its pure-Python twin."""
+"""The fixtures shared by every test folder.
+
+``impl``: every test that takes it runs against both implementations, the
+native extension and its pure-Python twin. ``loop_kind`` / ``loop``: every
+test that takes one runs on asyncio's selector loop and on uvloop, as
+uvloop's own tests do. Helpers (not fixtures) are in ``loop_support.py``.
+"""
 
 from __future__ import annotations
 
 import pytest
+from loop_support import LOOP_KINDS, new_loop, uvloop
 
 from loopwatch._selector import load_implementation
 
@@ -25,3 +31,20 @@ def impl(request: pytest.FixtureRequest):
     # A native extension that does not import fails here, loudly: the
     # fallback to the twin is for users, not for the test suite.
     return load_implementation(request.param)
+
+
+@pytest.fixture(params=LOOP_KINDS)
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    """``"asyncio"`` or ``"uvloop"``."""
+    if request.param == "uvloop" and uvloop is None:
+        pytest.skip("uvloop is not installed")
+    return request.param
+
+
+@pytest.fixture
+def loop(loop_kind: str):
+    """A fresh, not running loop of the kind under test, closed afterwards."""
+    lp = new_loop(loop_kind)
+    yield lp
+    if not lp.is_closed():
+        lp.close()

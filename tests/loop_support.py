@@ -1,7 +1,6 @@
-"""Fixtures and helpers for the loop monitor's tests: every case runs on
-both implementations (the ``impl`` fixture of conftest.py) and on both
-loops (``loop_kind``: asyncio's selector loop and uvloop), as uvloop's own
-tests do."""
+"""Helpers shared by the tests of every capability (importable from any
+folder under tests/: conftest.py puts tests/ on the path). The fixtures
+(``impl``, ``loop_kind``, ``loop``) are in conftest.py."""
 
 from __future__ import annotations
 
@@ -30,23 +29,6 @@ def new_loop(kind: str) -> asyncio.AbstractEventLoop:
     if uvloop is None:
         pytest.skip("uvloop is not installed")
     return uvloop.new_event_loop()
-
-
-@pytest.fixture(params=LOOP_KINDS)
-def loop_kind(request: pytest.FixtureRequest) -> str:
-    """``"asyncio"`` or ``"uvloop"``."""
-    if request.param == "uvloop" and uvloop is None:
-        pytest.skip("uvloop is not installed")
-    return request.param
-
-
-@pytest.fixture
-def loop(loop_kind: str):
-    """A fresh, not running loop of the kind under test, closed afterwards."""
-    lp = new_loop(loop_kind)
-    yield lp
-    if not lp.is_closed():
-        lp.close()
 
 
 class LoopThread:

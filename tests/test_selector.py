@@ -20,7 +20,7 @@ def test_switch_forces_the_pure_python_twin():
     run = _run("import loopwatch; print(loopwatch.IMPLEMENTATION, loopwatch.Histogram.__module__)",
                LOOPWATCH_NO_EXTENSIONS="1")
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["python", "loopwatch._histogram_py"]
+    assert run.stdout.split() == ["python", "loopwatch.hdr.twin"]
     assert "RuntimeWarning" not in run.stderr
 
 
@@ -36,7 +36,7 @@ def test_broken_extension_falls_back_with_one_warning():
     # unloadable .so would.
     code = (
         "import sys, warnings\n"
-        "sys.modules['loopwatch._histogram_c'] = None\n"
+        "sys.modules['loopwatch.hdr.native'] = None\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
         "    import loopwatch, importlib\n"
@@ -69,3 +69,31 @@ def test_both_implementations_expose_the_same_api(request):
             assert public(ours) == public(twin), name
         else:  # a function: Cython's and Python's differ in attributes, not in use
             assert callable(ours) and callable(twin), name
+
+
+PUBLIC_API = [
+    "IMPLEMENTATION", "Histogram", "LatencyStats", "LoopMonitor", "LoopStats", "LoopWindow",
+    "RegistryFull", "SessionEvent", "SessionRegistry", "SessionScope", "SessionView",
+    "StackFrame", "StallEvent", "TimerWheel", "__version__", "watch",
+]
+
+
+@pytest.mark.parametrize("switch", ["0", "1"])
+def test_public_api_is_pinned_and_resolves_in_both_implementations(switch, request):
+    """``loopwatch.X`` is the API, whatever the layout underneath: the same
+    names, each resolving, with either implementation chosen."""
+    if switch == "0" and request.config.getoption("--no-native"):
+        pytest.skip("--no-native given")
+    code = (
+        "import loopwatch\n"
+        "print(sorted(loopwatch.__all__))\n"
+        "for name in loopwatch.__all__:\n"
+        "    obj = getattr(loopwatch, name)\n"
+        "    assert obj is not None, name\n"
+        "print(loopwatch.IMPLEMENTATION)\n"
+    )
+    run = _run(code, LOOPWATCH_NO_EXTENSIONS=switch)
+    assert run.returncode == 0, run.stderr
+    names, implementation = run.stdout.splitlines()
+    assert names == repr(sorted(PUBLIC_API))
+    assert implementation == ("python" if switch == "1" else "native")

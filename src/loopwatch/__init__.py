@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
-from ._loop_stats import LatencyStats, LoopStats, LoopWindow, StackFrame, StallEvent
+from .loop.stats import LatencyStats, LoopStats, LoopWindow, StackFrame, StallEvent
 from ._selector import IMPLEMENTATION, Histogram, LoopMonitor, TimerWheel, watch
-from ._sessions import RegistryFull, SessionEvent, SessionRegistry, SessionScope, SessionView
+from .sessions.registry import RegistryFull, SessionEvent, SessionRegistry, SessionScope, SessionView
 
 __all__ = [
     "IMPLEMENTATION",

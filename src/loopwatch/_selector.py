@@ -16,12 +16,12 @@ from types import SimpleNamespace
 
 NO_EXTENSIONS: bool = os.environ.get("LOOPWATCH_NO_EXTENSIONS", "") not in ("", "0")
 
-# public name -> (native module, pure-Python module), both in this package
+# public name -> (native module, pure-Python module), both inside this package
 _TWINS: dict[str, tuple[str, str]] = {
-    "Histogram": ("_histogram_c", "_histogram_py"),
-    "TimerWheel": ("_wheel_c", "_wheel_py"),
-    "LoopMonitor": ("_loop_c", "_loop_py"),
-    "watch": ("_loop_c", "_loop_py"),
+    "Histogram": ("hdr.native", "hdr.twin"),
+    "TimerWheel": ("sessions.wheel_native", "sessions.wheel_twin"),
+    "LoopMonitor": ("loop.native", "loop.twin"),
+    "watch": ("loop.native", "loop.twin"),
 }
 
 

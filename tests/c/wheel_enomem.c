@@ -1,4 +1,4 @@
-/* Out-of-memory paths of ext/lw_wheel.c, which Python cannot reach: realloc
+/* Out-of-memory paths of ext/wheel/lw_wheel.c, which Python cannot reach: realloc
  * is wrapped (-Wl,--wrap=realloc) to fail on demand. An insert that cannot
  * grow the slab, or an expire() that cannot grow its due array half way,
  * must report LW_WHEEL_ENOMEM and leave every entry in place. */

@@ -1,0 +1,185 @@
+"""The ``loopwatch`` command.
+
+    loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] script.py [args ...]
+    loopwatch run [options] -m module [args ...]
+
+runs an asyncio program (asyncio or uvloop) with a loop monitor on every
+event loop it runs, without changing its code: stalls are reported live on
+stderr, naming the blocking function, and a summary of each loop (lag and
+delay percentiles, stalls, utilization, CPU, a terminal histogram of lag)
+is printed on stderr when the program ends. The program's exit status is
+loopwatch's. Also ``python -m loopwatch run ...`` (:mod:`loopwatch.__main__`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import runpy
+import sys
+import traceback
+from typing import Sequence
+
+USAGE = """\
+usage: loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] script.py [args ...]
+       loopwatch run [options] -m module [args ...]
+
+Run an asyncio program with a monitor on every event loop it runs: stalls
+are reported on stderr while they happen, and a summary of each loop is
+printed at exit.
+
+options:
+  --resolution S       seconds between heartbeats and lag samples (default 0.01)
+  --stall-threshold S  lag in seconds that counts as a stall (default 0.1)
+  --no-stack           do not take the loop thread's stack for stall reports
+  -m module            run a module as a script, like python -m
+  -h, --help           show this help
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def _seconds(option: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"{option} expects a number of seconds, got {value!r}") from None
+
+
+def parse_run_args(args: Sequence[str]) -> dict:
+    """Options of ``loopwatch run``, then the program and its arguments.
+    Everything after the script (or -m module) belongs to the program."""
+    options = {"resolution": 0.01, "stall_threshold": 0.1, "capture_stack": True}
+    args = list(args)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, inline = arg.partition("=")
+        if arg in ("-h", "--help"):
+            raise SystemExit(print(USAGE, end="") or 0)
+        if name in ("--resolution", "--stall-threshold"):
+            if eq:
+                value = inline
+            elif i + 1 < len(args):
+                i += 1
+                value = args[i]
+            else:
+                raise UsageError(f"{name} expects a number of seconds")
+            options[name[2:].replace("-", "_")] = _seconds(name, value)
+        elif arg == "--no-stack":
+            options["capture_stack"] = False
+        elif arg == "-m":
+            if i + 1 >= len(args):
+                raise UsageError("-m expects a module name")
+            return {**options, "module": args[i + 1], "script": None, "args": args[i + 2:]}
+        elif arg == "--":
+            if i + 1 >= len(args):
+                raise UsageError("no script given")
+            return {**options, "module": None, "script": args[i + 1], "args": args[i + 2:]}
+        elif arg.startswith("-") and arg != "-":
+            raise UsageError(f"unknown option {arg}")
+        else:
+            return {**options, "module": None, "script": arg, "args": args[i + 1:]}
+        i += 1
+    raise UsageError("no script or -m module given")
+
+
+def run(argv: Sequence[str]) -> int:
+    """``loopwatch run``; returns the exit status."""
+    try:
+        parsed = parse_run_args(argv)
+        import loopwatch
+        from loopwatch.loop.monitor import validate_options
+
+        validate_options(parsed["resolution"], parsed["stall_threshold"], None,
+                         parsed["capture_stack"])
+    except (UsageError, ValueError, TypeError) as exc:
+        print(f"loopwatch run: error: {exc}\n\n{USAGE}", end="", file=sys.stderr)
+        return 2
+    script, module = parsed["script"], parsed["module"]
+    if script is not None and not os.path.exists(script):
+        print(f"loopwatch run: error: {script}: no such file", file=sys.stderr)
+        return 2
+
+    from loopwatch.cli.run import LoopWatcher, format_summary, live_stall_handler
+
+    stall_logger = logging.getLogger("loopwatch.loop")
+    stall_logger.addHandler(live_stall_handler())
+    stall_logger.setLevel(logging.WARNING)
+    stall_logger.propagate = False  # one line per report, whatever the app's logging
+
+    def monitor_for(loop):
+        return loopwatch.LoopMonitor(loop, resolution=parsed["resolution"],
+                                     stall_threshold=parsed["stall_threshold"],
+                                     capture_stack=parsed["capture_stack"])
+
+    watcher = LoopWatcher(monitor_for).install()
+    status = 0
+    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    try:
+        if module is not None:
+            sys.argv = [module, *parsed["args"]]
+            sys.path.insert(0, os.getcwd())
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = [script, *parsed["args"]]
+            sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+            runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        status = 130
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    finally:
+        watcher.uninstall()
+        sys.argv = saved_argv
+        if saved_path0 is not None and sys.path and sys.path[0] != saved_path0:
+            sys.path.pop(0)
+    _print_summaries(watcher, format_summary)
+    watcher.stop_all()
+    return status
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _print_summaries(watcher, format_summary) -> None:
+    out = sys.stderr
+    if not watcher.watched:
+        print("loopwatch: no event loop ran", file=out)
+        return
+    for name, monitor in watcher.watched:
+        try:
+            stats = monitor.snapshot(reset_interval=False)
+        except RuntimeError:
+            continue
+        print(format_summary(name, stats), file=out)
+    out.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``loopwatch`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "run":
+        return run(rest)
+    print(f"loopwatch: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Native Histogram: a thin binding over ext/hdr/lw_hdr.c. See hdr/twin.py
+for the documented behaviour; both twins answer identically."""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport int32_t, int64_t, uint8_t, INT64_MAX
+
+from loopwatch.hdr.lw_hdr cimport *
+
+from loopwatch.hdr import codec as _hdr_codec
+from loopwatch.hdr.layout import as_count_value, check_percentile, layout
+
+_OVERFLOW = "histogram total count would exceed 2**63 - 1"
+
+
+cdef inline int64_t _nonneg(str name, object obj, bint saturate) except -1:
+    """An int argument >= 0. Past int64, a value that saturates anyway is
+    clamped to INT64_MAX; any other argument overflows the histogram."""
+    cdef int overflow = 0
+    cdef long long v
+    if type(obj) is not int:
+        obj = as_count_value(name, obj)
+    v = PyLong_AsLongLongAndOverflow(obj, &overflow)
+    if overflow > 0:
+        if saturate:
+            return INT64_MAX
+        raise OverflowError(_OVERFLOW)
+    if overflow < 0 or v < 0:
+        raise ValueError(f"{name} must be >= 0, got {obj}")
+    return v
+
+
+cdef class Histogram:
+    """An HDR histogram of non-negative integers (native implementation)."""
+
+    def __cinit__(self, lowest_trackable=1, highest_trackable=3_600_000_000,
+                  significant_figures=3):
+        layout(lowest_trackable, highest_trackable, significant_figures)
+        status = lw_hdr_new(lowest_trackable, highest_trackable, significant_figures, &self._h)
+        if status == LW_HDR_ENOMEM:
+            raise MemoryError()
+        if status != LW_HDR_OK:
+            raise ValueError("histogram configuration rejected by the native layout")
+
+    def __dealloc__(self):
+        if self._h is not NULL:
+            lw_hdr_free(self._h)
+            self._h = NULL
+
+    @property
+    def lowest_trackable(self):
+        """Smallest value distinguishable from 0."""
+        return lw_hdr_lowest_trackable(self._h)
+
+    @property
+    def highest_trackable(self):
+        """Largest value tracked; larger ones saturate to it."""
+        return lw_hdr_highest_trackable(self._h)
+
+    @property
+    def significant_figures(self):
+        """Decimal digits of precision kept for every value."""
+        return lw_hdr_significant_figures(self._h)
+
+    def record(self, value, count=1):
+        """Record ``count`` occurrences of ``value``."""
+        cdef int64_t v = _nonneg("value", value, True)
+        cdef int64_t c = 1 if count is 1 else _nonneg("count", count, False)
+        if c > INT64_MAX - lw_hdr_total_count(self._h):
+            raise OverflowError(_OVERFLOW)
+        lw_hdr_record(self._h, v, c)
+
+    def record_corrected(self, value, expected_interval, count=1):
+        """Record ``value`` with HdrHistogram's coordinated-omission correction."""
+        cdef int64_t v = _nonneg("value", value, True)
+        cdef int64_t interval = _nonneg("expected_interval", expected_interval, True)
+        cdef int64_t c = _nonneg("count", count, False)
+        missing = v // interval - 1 if interval and v > interval else 0
+        if c * (missing + 1) > INT64_MAX - lw_hdr_total_count(self._h):
+            raise OverflowError(_OVERFLOW)
+        lw_hdr_record_corrected(self._h, v, interval, c)
+
+    @property
+    def total_count(self):
+        """Number of values recorded."""
+        return lw_hdr_total_count(self._h)
+
+    @property
+    def saturated_count(self):
+        """How many of them were above highest_trackable (recorded as it)."""
+        return lw_hdr_saturated_count(self._h)
+
+    @property
+    def min(self):
+        """Lowest equivalent value of the smallest value recorded; 0 when empty."""
+        return lw_hdr_min(self._h)
+
+    @property
+    def max(self):
+        """Highest equivalent value of the largest value recorded; 0 when empty."""
+        return lw_hdr_max(self._h)
+
+    @property
+    def mean(self):
+        """Mean of the bucket midpoints, weighted by count; 0.0 when empty."""
+        return lw_hdr_mean(self._h)
+
+    @property
+    def stdev(self):
+        """Population standard deviation of the bucket midpoints; 0.0 when empty."""
+        return lw_hdr_stdev(self._h)
+
+    def value_at_percentile(self, percentile):
+        """The value below or at which ``percentile`` % of recorded values fall."""
+        cdef double p
+        if type(percentile) is float or type(percentile) is int:
+            p = percentile
+            if 0.0 <= p <= 100.0:
+                return lw_hdr_value_at_percentile(self._h, p)
+        return lw_hdr_value_at_percentile(self._h, check_percentile(percentile))
+
+    def percentiles(self, percentiles):
+        """``{p: value_at_percentile(p)}`` for each p, in the order given."""
+        checked = [(p, check_percentile(p)) for p in percentiles]
+        return {p: lw_hdr_value_at_percentile(self._h, v) for p, v in checked}
+
+    def count_at(self, value):
+        """Count recorded in the bucket that ``value`` falls in."""
+        value = as_count_value("value", value)
+        highest = lw_hdr_highest_trackable(self._h)
+        if not 0 <= value <= highest:
+            raise ValueError(
+                f"value must be between 0 and highest_trackable ({highest}), got {value}")
+        return lw_hdr_count_at_value(self._h, value)
+
+    def recorded(self):
+        """Yield ``(value, count)`` for each non-empty bucket, in value order."""
+        cdef int32_t i = lw_hdr_next_recorded(self._h, 0)
+        while i >= 0:
+            yield (lw_hdr_highest_equivalent(self._h, lw_hdr_value_at_index(self._h, i)),
+                   lw_hdr_count_at_index(self._h, i))
+            i = lw_hdr_next_recorded(self._h, i + 1)
+
+    def merge(self, other):
+        """Add every count of ``other`` into this histogram."""
+        if not isinstance(other, Histogram):
+            raise TypeError(
+                f"can only merge a {type(self).__qualname__}, not {type(other).__name__}")
+        if lw_hdr_add(self._h, (<Histogram>other)._h) != LW_HDR_OK:
+            raise OverflowError(_OVERFLOW)
+
+    def reset(self):
+        """Forget every recorded value; the configuration stays."""
+        lw_hdr_reset(self._h)
+
+    def copy(self):
+        """An independent histogram with the same configuration and counts."""
+        cdef Histogram new = Histogram.__new__(
+            Histogram, lw_hdr_lowest_trackable(self._h), lw_hdr_highest_trackable(self._h),
+            lw_hdr_significant_figures(self._h))
+        cdef lw_hdr *dup = lw_hdr_copy(self._h)
+        if dup is NULL:
+            raise MemoryError()
+        lw_hdr_free(new._h)
+        new._h = dup
+        return new
+
+    def encode(self):
+        """HdrHistogram's V2 compressed encoding, base64 (``HISTF...``)."""
+        cdef size_t bound = lw_hdr_encode_bound(self._h)
+        cdef uint8_t *buf = <uint8_t *>PyMem_Malloc(bound if bound else 1)
+        cdef size_t n
+        if buf is NULL:
+            raise MemoryError()
+        try:
+            n = lw_hdr_encode_counts(self._h, buf, bound)
+            payload = PyBytes_FromStringAndSize(<char *>buf, n)
+        finally:
+            PyMem_Free(buf)
+        return _hdr_codec.encode_frame(
+            lw_hdr_lowest_trackable(self._h), lw_hdr_highest_trackable(self._h),
+            lw_hdr_significant_figures(self._h), payload)
+
+    @classmethod
+    def decode(cls, data):
+        """Rebuild a histogram from :meth:`encode` output or any V2 encoding."""
+        frame = _hdr_codec.decode_frame(data)
+        cdef Histogram hist = cls(frame.lowest_trackable, frame.highest_trackable,
+                                  frame.significant_figures)
+        cdef bytes payload = frame.payload
+        status = lw_hdr_decode_counts(
+            hist._h, <const uint8_t *>PyBytes_AS_STRING(payload), len(payload))
+        if status == LW_HDR_EOVERFLOW:
+            raise ValueError("encoded counts add up to more than 2**63 - 1")
+        if status != LW_HDR_OK:
+            raise ValueError("encoded counts are malformed or run past the histogram's buckets")
+        return hist
+
+    def __eq__(self, other):
+        if not isinstance(other, Histogram):
+            return NotImplemented
+        cdef lw_hdr *a = self._h
+        cdef lw_hdr *b = (<Histogram>other)._h
+        cdef int32_t i
+        if not lw_hdr_same_layout(a, b):
+            return False
+        if (lw_hdr_total_count(a) != lw_hdr_total_count(b)
+                or lw_hdr_saturated_count(a) != lw_hdr_saturated_count(b)):
+            return False
+        for i in range(lw_hdr_counts_len(a)):
+            if lw_hdr_count_at_index(a, i) != lw_hdr_count_at_index(b, i):
+                return False
+        return True
+
+    __hash__ = None
+
+    def __repr__(self):
+        return (f"Histogram(lowest_trackable={self.lowest_trackable}, "
+                f"highest_trackable={self.highest_trackable}, "
+                f"significant_figures={self.significant_figures}, "
+                f"total_count={self.total_count})")
+

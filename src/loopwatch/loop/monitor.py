@@ -1,0 +1,681 @@
+"""LoopMonitor: the part shared by both implementations.
+
+The implementation-specific pieces are three small classes that each
+implementation module (``loop.native`` native, ``loop.twin`` pure Python) provides
+and plugs into :class:`LoopMonitorBase`:
+
+* the *core*: the sampler thread (a native pthread that never takes the
+  GIL, or a Python thread), the heartbeat it watches, the two interval lag
+  histograms it records into, and the queue of stall events it fills;
+* the *tick*: the callback the loop runs every ``resolution`` to store the
+  heartbeat and record its own firing delay;
+* the *select timer*: a wrapper around an asyncio selector's ``select`` that
+  adds up the time the loop waits for I/O (utilization).
+
+Everything else lives here: options, starting and stopping, following the
+loop (run / stop / close), the reporter thread that turns stall events into
+``on_stall`` calls and log lines with the loop thread's stack, snapshots,
+fork and interpreter-exit handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import math
+import os
+import selectors
+import sys
+import threading
+import time
+import weakref
+from typing import Any, Callable
+
+from .stats import LatencyStats, LoopStats, LoopWindow, StackFrame, StallEvent
+
+__all__ = ["LoopMonitorBase", "logger"]
+
+#: Stall reports go to this logger, one line each (WARNING).
+logger = logging.getLogger("loopwatch.loop")
+
+# Histograms of microseconds from 1 us to one hour, 3 significant figures.
+HISTOGRAM_ARGS = (1, 3_600_000_000, 3)
+MIN_RESOLUTION = 100e-6
+MAX_RESOLUTION = 60.0
+# How late after the stall passed the threshold the reporter may still take
+# the loop thread's stack (at least; 2 x resolution when larger). Python code
+# that late was kept from running, usually by a loop thread holding the GIL
+# in native code, and the stack it would see now may be from after the
+# blocking call. Wide enough for the scheduling delays of a loaded machine.
+MIN_STACK_TIMEOUT = 0.1
+MAX_STACK_FRAMES = 100
+REPORTER_JOIN_TIMEOUT = 5.0
+
+START, END = 1, 2
+_MISSING = object()
+
+# Every monitor ever created (for fork and exit).
+_ALL_MONITORS: weakref.WeakSet[LoopMonitorBase] = weakref.WeakSet()
+_EXITING = False
+
+
+def _seconds_option(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError(f"{name} must be a finite number of seconds, got {value}")
+    return value
+
+
+def validate_options(
+    resolution: Any, stall_threshold: Any, on_stall: Any, capture_stack: Any
+) -> tuple[float, float]:
+    """Check the monitor's options; returns (resolution, stall_threshold)."""
+    resolution = _seconds_option("resolution", resolution)
+    stall_threshold = _seconds_option("stall_threshold", stall_threshold)
+    if resolution <= 0:
+        raise ValueError(f"resolution must be > 0, got {resolution}")
+    if resolution < MIN_RESOLUTION:
+        raise ValueError(f"resolution must be at least 100 us (0.0001 s), got {resolution}")
+    if resolution > MAX_RESOLUTION:
+        raise ValueError(f"resolution must be at most {MAX_RESOLUTION:g} s, got {resolution}")
+    if stall_threshold < resolution:
+        raise ValueError(
+            f"stall_threshold ({stall_threshold}) must not be below the resolution ({resolution})"
+        )
+    if on_stall is not None and not callable(on_stall):
+        raise TypeError(f"on_stall must be callable or None, not {type(on_stall).__name__}")
+    if not isinstance(capture_stack, bool):
+        raise TypeError(f"capture_stack must be a bool, not {type(capture_stack).__name__}")
+    return resolution, stall_threshold
+
+
+class _RunPatch:
+    """Follows one loop's run_forever and close through instance attributes
+    (asyncio and uvloop loops both look these up on the instance), so the
+    monitor pauses while the loop is not running and stops when it closes.
+    Removing it puts back what was there (another monitor's patch, say),
+    unless someone patched on top since: then it stays, as a pass-through."""
+
+    def __init__(self, monitor: LoopMonitorBase, loop: Any) -> None:
+        self._monitor = weakref.ref(monitor)
+        self._loop = loop
+        self._run_forever = loop.run_forever
+        self._close = loop.close
+        self._previous = {name: _own_attribute(loop, name) for name in ("run_forever", "close")}
+        self.installed = False
+        try:
+            loop.run_forever = self.run_forever
+            loop.close = self.close
+            self.installed = True
+        except (AttributeError, TypeError):  # a loop class without __dict__
+            self.remove()
+
+    def run_forever(self) -> Any:
+        monitor = self._monitor()
+        if monitor is not None:
+            monitor._loop_started()
+        try:
+            return self._run_forever()
+        finally:
+            if monitor is not None:
+                monitor._loop_stopped()
+
+    def close(self) -> Any:
+        monitor = self._monitor()
+        if monitor is not None:
+            monitor.stop()
+        return self._close()
+
+    def remove(self) -> None:
+        for name, ours in (("run_forever", self.run_forever), ("close", self.close)):
+            if getattr(self._loop, name, None) == ours:
+                _restore(self._loop, name, self._previous[name])
+        self.installed = False
+
+
+def _own_attribute(obj: Any, name: str) -> Any:
+    """What an instance attribute `name` of obj holds, or _MISSING when obj
+    just has its class's method. Never reads obj.__dict__: on CPython 3.11
+    that materializes the instance dict, after which every method call on
+    the object (each loop.call_soon, say) takes the slow, unspecialized
+    path: several percent of a busy loop's time."""
+    value = getattr(obj, name)
+    descriptor = getattr(type(obj), name, None)
+    if descriptor is not None and hasattr(descriptor, "__get__"):
+        try:
+            if value == descriptor.__get__(obj, type(obj)):
+                return _MISSING
+        except Exception:
+            pass
+    return value
+
+
+def _restore(obj: Any, name: str, previous: Any) -> None:
+    if previous is _MISSING:
+        delattr(obj, name)
+    else:
+        setattr(obj, name, previous)
+
+
+class LoopMonitorBase:
+    """Watches one event loop from a sampler thread outside it.
+
+    Args:
+        loop: the loop to watch; None means the loop running when the
+            monitor starts (``start()`` inside the loop, or ``async with``).
+        resolution: seconds between heartbeats and between lag samples,
+            from 100 us to 60 s.
+        stall_threshold: lag in seconds past which the loop counts as
+            stalled and the stall is reported while it goes on; at least the
+            resolution.
+        on_stall: called with a :class:`loopwatch.StallEvent` when a stall
+            starts (while it goes on) and when it ends. It runs in the
+            monitor's reporter thread, not the loop's: keep it short and
+            thread-safe.
+        capture_stack: take the loop thread's Python stack for the report
+            made while the stall goes on.
+
+    Raises:
+        ValueError: resolution <= 0, below 100 us or above 60 s, a threshold
+            below the resolution, NaN or infinite values.
+        TypeError: options of the wrong type.
+    """
+
+    # Filled in by each implementation module.
+    _Core: Any = None
+    _Tick: Any = None
+    _SelectTimer: Any = None
+    _Histogram: Any = None
+    _implementation: str = ""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        resolution: float = 0.01,
+        stall_threshold: float = 0.1,
+        on_stall: Callable[[StallEvent], Any] | None = None,
+        capture_stack: bool = True,
+    ) -> None:
+        if loop is not None and not isinstance(loop, asyncio.AbstractEventLoop):
+            raise TypeError(f"loop must be an asyncio event loop or None, not {type(loop).__name__}")
+        self._resolution, self._threshold = validate_options(
+            resolution, stall_threshold, on_stall, capture_stack
+        )
+        self._loop = loop
+        self._on_stall = on_stall
+        self._capture_stack = capture_stack
+        self._res_ns = max(1, round(self._resolution * 1e9))
+        self._thr_ns = max(self._res_ns, round(self._threshold * 1e9))
+        self._stack_timeout_ns = round(max(2 * self._resolution, MIN_STACK_TIMEOUT) * 1e9)
+
+        hist = self._Histogram
+        self._lag = (hist(*HISTOGRAM_ARGS), hist(*HISTOGRAM_ARGS))
+        self._delay = (hist(*HISTOGRAM_ARGS), hist(*HISTOGRAM_ARGS))
+        self._lag_interval = hist(*HISTOGRAM_ARGS)
+        self._lag_total = hist(*HISTOGRAM_ARGS)
+        self._delay_interval = hist(*HISTOGRAM_ARGS)
+        self._delay_total = hist(*HISTOGRAM_ARGS)
+
+        self._lock = threading.RLock()  # monitor state
+        self._snapshot_lock = threading.Lock()  # one interval swap at a time
+        self._core: Any = None
+        self._tick: Any = None
+        self._timer: Any = None  # select timer, kept across restarts
+        self._select_hook: Any = None  # its select(), as installed on the selector
+        self._select_previous: Any = _MISSING
+        self._patch: _RunPatch | None = None
+        self._reporter: threading.Thread | None = None
+        self._running = False
+        self._stopped_by_fork = False
+        self._method = "unavailable"
+
+        # Stall accounting (confirmed stalls, by the reporter).
+        self._stalls_total = 0
+        self._stalls_interval = 0
+        self._longest_total_ns = 0
+        self._longest_interval_ns = 0
+        self._current_stall: tuple[int, int] | None = None  # (stall_id, started_ns)
+        self._suppressed: set[int] = set()
+
+        # Time bases: counters are cumulative, windows subtract a baseline.
+        self._started_ns: int | None = None
+        self._run_since_ns: int | None = None
+        self._run_acc_ns = 0
+        self._cpu_since_ns: int | None = None
+        self._cpu_acc_ns = 0
+        self._cpu_ok = False
+        self._total_base: dict[str, int] = {}
+        self._interval_base: dict[str, int] = {}
+        _ALL_MONITORS.add(self)
+
+    # -- properties ---------------------------------------------------------
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The watched loop (None until started with loop=None)."""
+        return self._loop
+
+    @property
+    def resolution(self) -> float:
+        """Seconds between heartbeats and between lag samples."""
+        return self._resolution
+
+    @property
+    def stall_threshold(self) -> float:
+        """Lag in seconds past which the loop counts as stalled."""
+        return self._threshold
+
+    @property
+    def running(self) -> bool:
+        """Whether the monitor is running (started and not stopped)."""
+        return self._running
+
+    @property
+    def stopped_by_fork(self) -> bool:
+        """True in a forked child whose parent was running this monitor: the
+        child gets it cleanly stopped; ``start()`` runs it again there."""
+        return self._stopped_by_fork
+
+    @property
+    def utilization_method(self) -> str:
+        """``"selector_wait"``, ``"thread_cpu"`` or ``"unavailable"``."""
+        return self._method
+
+    @property
+    def implementation(self) -> str:
+        """``"native"`` or ``"python"``."""
+        return self._implementation
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return (
+            f"<LoopMonitor {state} ({self._implementation}) loop={self._loop!r} "
+            f"resolution={self._resolution:g} stall_threshold={self._threshold:g}>"
+        )
+
+    # -- start / stop -------------------------------------------------------
+    def start(self) -> LoopMonitorBase:
+        """Start watching (idempotent). Returns the monitor.
+
+        Raises:
+            RuntimeError: no loop was given and none is running here, the
+                loop is closed, or the interpreter is exiting.
+        """
+        with self._lock:
+            if self._running:
+                return self
+            if _EXITING or sys.is_finalizing():
+                raise RuntimeError("cannot start a LoopMonitor while the interpreter exits")
+            loop = self._loop
+            if loop is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    raise RuntimeError(
+                        "LoopMonitor(loop=None) watches the running loop: start it inside "
+                        "the loop (or use `async with`), or pass loop="
+                    ) from None
+            if loop.is_closed():
+                raise RuntimeError("cannot watch a closed event loop")
+            self._loop = loop
+            self._start_locked(loop)
+        if loop.is_running():
+            if asyncio._get_running_loop() is loop:
+                self._loop_started()
+            else:
+                loop.call_soon_threadsafe(self._loop_started)
+        return self
+
+    def _start_locked(self, loop: Any) -> None:
+        now = time.monotonic_ns()
+        if self._core is None:
+            self._core = self._Core(self._res_ns, self._thr_ns, self._lag[0], self._lag[1])
+        core = self._core
+        self._tick = self._Tick(core, loop, self._resolution, self._delay[0], self._delay[1],
+                                self._tick.delay_index if self._tick is not None else 0)
+        if self._timer is None:
+            self._timer = self._SelectTimer()
+        self._method = "thread_cpu" if core.thread_cpu_supported else "unavailable"
+        selector = getattr(loop, "_selector", None)
+        if isinstance(selector, selectors.BaseSelector):
+            self._select_previous = _own_attribute(selector, "select")
+            self._timer.wrap(selector.select)
+            # A bound method: called through vectorcall, the cheapest wrapper
+            # (it runs once per loop iteration).
+            self._select_hook = self._timer.select
+            selector.select = self._select_hook
+            self._method = "selector_wait"
+        self._patch = _RunPatch(self, loop)
+        try:
+            core.start(True)  # paused until the loop runs
+        except BaseException:  # no thread: leave the loop as it was
+            self._remove_hooks()
+            raise
+        self._running = True
+        self._stopped_by_fork = False
+        if self._started_ns is None:
+            self._started_ns = now
+            self._total_base = self._counters(now)
+            self._interval_base = dict(self._total_base)
+        reporter = threading.Thread(
+            target=self._report_loop, args=(core,), name="loopwatch-reporter", daemon=True
+        )
+        self._reporter = reporter
+        reporter.start()
+
+    def stop(self) -> None:
+        """Stop watching (idempotent): joins the sampler and reporter threads.
+        Stall reports already queued are made before it returns, and none
+        after. Snapshots keep working and cover the time until the stop."""
+        with self._lock:
+            if not self._running:
+                return
+            self._running = False
+            now = time.monotonic_ns()
+            loop, tick, core = self._loop, self._tick, self._core
+            self._close_run_period(now, read_cpu=False)
+            if tick is not None:
+                tick.deactivate()
+                if asyncio._get_running_loop() is loop:
+                    tick.disarm()
+            self._remove_hooks()
+            reporter, self._reporter = self._reporter, None
+        core.stop()
+        if reporter is not None and reporter is not threading.current_thread():
+            reporter.join(REPORTER_JOIN_TIMEOUT)
+            if reporter.is_alive():
+                logger.warning("loopwatch: the on_stall callback did not return within %.0f s "
+                               "of stop(); its thread is left running", REPORTER_JOIN_TIMEOUT)
+
+    def _remove_hooks(self) -> None:
+        if self._patch is not None:
+            self._patch.remove()
+            self._patch = None
+        selector = getattr(self._loop, "_selector", None)
+        hook = self._select_hook
+        if selector is not None and hook is not None and getattr(selector, "select", None) is hook:
+            _restore(selector, "select", self._select_previous)
+        self._select_hook = None
+
+    # -- the loop runs / stops (called in the loop thread) -----------------
+    def _loop_started(self) -> None:
+        with self._lock:
+            if not self._running:
+                return
+            now = time.monotonic_ns()
+            self._tick.arm()  # heartbeat now, ticking, thread captured
+            if self._run_since_ns is None:
+                self._run_since_ns = now
+                cpu = self._core.loop_thread_cpu_ns()
+                self._cpu_ok = cpu is not None
+                self._cpu_since_ns = cpu
+
+    def _loop_stopped(self) -> None:
+        with self._lock:
+            if not self._running:
+                return
+            self._tick.disarm()
+            self._close_run_period(time.monotonic_ns(), read_cpu=True)
+
+    def _close_run_period(self, now: int, read_cpu: bool) -> None:
+        if self._run_since_ns is not None:
+            self._run_acc_ns += now - self._run_since_ns
+            self._run_since_ns = None
+        if self._cpu_since_ns is not None:
+            cpu = self._core.loop_thread_cpu_ns() if read_cpu or self._cpu_ok else None
+            if cpu is not None:
+                self._cpu_acc_ns += max(0, cpu - self._cpu_since_ns)
+            self._cpu_since_ns = None
+
+    # -- stall reports ------------------------------------------------------
+    def _report_loop(self, core: Any) -> None:
+        while True:
+            event = core.wait_event(None)
+            if event is None:
+                continue
+            # At interpreter exit, reports still queued are dropped: nothing
+            # is reported after the program's end.
+            if event is False or _EXITING or sys.is_finalizing():
+                return
+            try:
+                self._handle(event)
+            except Exception:  # never let a report kill the reporter
+                logger.exception("loopwatch: reporting a stall failed")
+
+    def _handle(self, event: tuple[int, int, int, int, int, int]) -> None:
+        kind, stall_id, heartbeat_ns, started_ns, detected_ns, duration_ns = event
+        loop = self._loop
+        tick = self._tick
+        thread_id = tick.thread_id if tick is not None else None
+        if kind == START:
+            if not loop.is_running() or loop.is_closed():
+                # Not a stall: the loop stopped running without our run hook
+                # seeing it (a run that began before the monitor started).
+                self._suppressed.add(stall_id)
+                if tick is not None:
+                    tick.disarm_from_any_thread()
+                with self._lock:
+                    self._close_run_period(time.monotonic_ns(), read_cpu=False)
+                if loop.is_closed():
+                    self.stop()
+                return
+            stack, stack_error = None, None
+            if self._capture_stack:
+                stack, stack_error = self._take_stack(thread_id, heartbeat_ns, started_ns)
+            with self._lock:
+                self._stalls_total += 1
+                self._stalls_interval += 1
+                self._current_stall = (stall_id, started_ns)
+            report = StallEvent("started", stall_id, started_ns / 1e9, detected_ns / 1e9,
+                                duration_ns / 1e9, stack, stack_error, thread_id, loop)
+        else:
+            if stall_id in self._suppressed:
+                self._suppressed.discard(stall_id)
+                return
+            with self._lock:
+                self._longest_total_ns = max(self._longest_total_ns, duration_ns)
+                self._longest_interval_ns = max(self._longest_interval_ns, duration_ns)
+                if self._current_stall and self._current_stall[0] == stall_id:
+                    self._current_stall = None
+            report = StallEvent("ended", stall_id, started_ns / 1e9, detected_ns / 1e9,
+                                duration_ns / 1e9, None, None, thread_id, loop)
+        if _EXITING or sys.is_finalizing():
+            return
+        logger.warning("%s", report.format(self._threshold), extra={"loopwatch_event": report})
+        if self._on_stall is not None:
+            try:
+                self._on_stall(report)
+            except Exception:
+                logger.exception("loopwatch: on_stall raised")
+
+    def _take_stack(
+        self, thread_id: int | None, heartbeat_ns: int, started_ns: int
+    ) -> tuple[tuple[StackFrame, ...] | None, str | None]:
+        # The stall crossed the threshold at started + threshold; Python code
+        # (the sampler of the twin, this reporter) can run only once the GIL
+        # is free. Too late, the stack would no longer be the stall's.
+        late_ns = time.monotonic_ns() - (started_ns + self._thr_ns)
+        if late_ns > self._stack_timeout_ns:
+            return None, (
+                f"stack not captured: Python code could not run for {late_ns / 1e6:.0f} ms "
+                "after the stall passed the threshold (the loop thread held the GIL, "
+                "likely inside native code)"
+            )
+        frame = sys._current_frames().get(thread_id) if thread_id is not None else None
+        if frame is None:
+            return None, "stack not captured: the loop thread has no Python frame"
+        frames = []
+        while frame is not None and len(frames) < MAX_STACK_FRAMES:
+            frames.append(StackFrame(frame.f_code.co_filename, frame.f_lineno or 0,
+                                     frame.f_code.co_name))
+            frame = frame.f_back
+        del frame
+        if self._core.last_heartbeat_ns() != heartbeat_ns:
+            return None, "stack not captured: the stall ended before the stack could be taken"
+        frames.reverse()
+        return tuple(frames), None
+
+    # -- snapshots ----------------------------------------------------------
+    def _counters(self, now: int) -> dict[str, int]:
+        """Cumulative counters at `now` (call with self._lock held)."""
+        running = self._run_acc_ns + (now - self._run_since_ns if self._run_since_ns else 0)
+        cpu = self._cpu_acc_ns
+        if self._cpu_since_ns is not None:
+            current = self._core.loop_thread_cpu_ns()
+            if current is not None:
+                cpu += max(0, current - self._cpu_since_ns)
+        waited = self._timer.waited_ns(now) if self._timer is not None else 0
+        return {
+            "wall": now,
+            "process_cpu": time.process_time_ns(),
+            "running": running,
+            "thread_cpu": cpu,
+            "waited": waited,
+        }
+
+    def snapshot(self, reset_interval: bool = True) -> LoopStats:
+        """The loop's measures for the interval since the last snapshot and
+        since the monitor started (see :class:`loopwatch.LoopStats`).
+
+        Reading never blocks the sampler: it swaps the interval histograms
+        (HdrHistogram's Recorder pattern) and reads the one nobody records
+        into. With ``reset_interval=False`` the interval goes on.
+
+        Raises:
+            RuntimeError: the monitor was never started.
+        """
+        with self._snapshot_lock:
+            if self._core is None:
+                raise RuntimeError("snapshot() of a LoopMonitor that was never started")
+            drained = self._lag[self._core.swap_lag()]
+            self._lag_interval.merge(drained)
+            self._lag_total.merge(drained)
+            drained.reset()
+            drained = self._delay[self._tick.swap_delay()]
+            self._delay_interval.merge(drained)
+            self._delay_total.merge(drained)
+            drained.reset()
+            # The loop thread takes self._lock when the loop starts or stops:
+            # hold it only to read the counters, never while copying.
+            with self._lock:
+                now = time.monotonic_ns()
+                counters = self._counters(now)
+                ongoing = 0
+                if self._current_stall is not None:
+                    ongoing = max(0, now - self._current_stall[1])
+                interval_base, total_base = self._interval_base, self._total_base
+                interval_stalls = self._stalls_interval
+                interval_longest = max(self._longest_interval_ns, ongoing)
+                total_stalls = self._stalls_total
+                total_longest = max(self._longest_total_ns, ongoing)
+                running, stalled = self._running, self._current_stall is not None
+                if reset_interval:
+                    self._stalls_interval = 0
+                    self._longest_interval_ns = 0
+                    self._interval_base = counters
+            interval = self._window(interval_base, counters, self._lag_interval,
+                                    self._delay_interval, interval_stalls, interval_longest)
+            total = self._window(total_base, counters, self._lag_total, self._delay_total,
+                                 total_stalls, total_longest)
+            if reset_interval:
+                self._lag_interval.reset()
+                self._delay_interval.reset()
+            stats = LoopStats(
+                interval=interval,
+                total=total,
+                utilization_method=self._method,
+                resolution=self._resolution,
+                stall_threshold=self._threshold,
+                running=running,
+                stalled=stalled,
+                dropped_events=self._core.dropped_events(),
+            )
+            return stats
+
+    def _window(self, base: dict[str, int], now: dict[str, int], lag: Any, delay: Any,
+                stalls: int, longest_ns: int) -> LoopWindow:
+        wall = now["wall"] - base["wall"]
+        running = now["running"] - base["running"]
+        utilization = None
+        if running > 0:
+            if self._method == "selector_wait":
+                utilization = 1.0 - (now["waited"] - base["waited"]) / running
+            elif self._method == "thread_cpu" and self._cpu_ok:
+                utilization = (now["thread_cpu"] - base["thread_cpu"]) / running
+            if utilization is not None:
+                utilization = min(1.0, max(0.0, utilization))
+        cpu_ratio = (now["process_cpu"] - base["process_cpu"]) / wall if wall > 0 else None
+        return LoopWindow(
+            start=base["wall"] / 1e9,
+            duration=wall / 1e9,
+            delay=LatencyStats.from_histogram(delay),
+            lag=LatencyStats.from_histogram(lag),
+            utilization=utilization,
+            cpu_core_ratio=cpu_ratio,
+            stall_count=stalls,
+            longest_stall=longest_ns / 1e9,
+            sample_count=lag.total_count,
+            delay_histogram=delay.copy(),
+            lag_histogram=lag.copy(),
+        )
+
+    # -- context managers ---------------------------------------------------
+    def __enter__(self) -> LoopMonitorBase:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> LoopMonitorBase:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- fork ---------------------------------------------------------------
+    def _forget_after_fork(self) -> None:
+        """In a forked child: the parent's threads are gone. Leave the monitor
+        cleanly stopped (and restartable), its loop as it was before."""
+        self._lock = threading.RLock()
+        self._snapshot_lock = threading.Lock()
+        if self._core is not None:
+            self._core.after_fork_child()
+        if self._tick is not None:
+            self._tick.after_fork_child()
+        if not self._running:
+            return
+        self._running = False
+        self._stopped_by_fork = True
+        self._reporter = None
+        self._close_run_period(time.monotonic_ns(), read_cpu=False)
+        self._current_stall = None
+        try:
+            self._remove_hooks()
+        except Exception:  # a half-torn loop in the child: leave it be
+            pass
+
+
+def _after_fork_in_child() -> None:
+    for monitor in list(_ALL_MONITORS):
+        monitor._forget_after_fork()
+
+
+def _stop_all_at_exit() -> None:
+    """Stop every running monitor before the interpreter finalizes, so no
+    report is made and no thread runs after exit."""
+    global _EXITING
+    _EXITING = True
+    for monitor in list(_ALL_MONITORS):
+        try:
+            monitor.stop()
+        except Exception:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_stop_all_at_exit)

@@ -1,0 +1,286 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Native loop monitor: a thin binding over ext/loop/lw_loop.c (the sampler
+thread, which never takes the GIL), ext/platform/lw_threadcpu_*.c and
+ext/platform/lw_loop_clock_*.c. The shared logic and the documentation are in
+loop/monitor.py; loop/twin.py is the pure-Python twin."""
+
+from libc.stdint cimport int64_t
+
+from loopwatch.hdr.native cimport Histogram
+from loopwatch.hdr.lw_hdr cimport lw_hdr, lw_hdr_record
+
+import threading
+
+from loopwatch.hdr.native import Histogram as _Histogram
+from loopwatch.loop.monitor import LoopMonitorBase
+
+__all__ = ["LoopMonitor", "watch"]
+
+
+cdef extern from "lw_loop_clock.h" nogil:
+    int64_t lw_loop_now_ns()
+
+cdef extern from "lw_threadcpu.h" nogil:
+    ctypedef struct lw_threadcpu:
+        int valid
+        int64_t id
+    int lw_threadcpu_capture_self(lw_threadcpu *t)
+    int lw_threadcpu_read_ns(const lw_threadcpu *t, int64_t *out_ns)
+
+cdef extern from "lw_loop.h" nogil:
+    ctypedef struct lw_loop:
+        pass
+    ctypedef struct lw_loop_event:
+        int kind
+        int64_t stall_id
+        int64_t heartbeat_ns
+        int64_t started_ns
+        int64_t detected_ns
+        int64_t duration_ns
+    lw_loop *lw_loop_new(int64_t resolution_ns, int64_t threshold_ns, lw_hdr *a, lw_hdr *b)
+    void lw_loop_free(lw_loop *m)
+    int lw_loop_start(lw_loop *m, int paused)
+    void lw_loop_stop(lw_loop *m)
+    int lw_loop_running(const lw_loop *m)
+    void lw_loop_heartbeat(lw_loop *m, int64_t now_ns)
+    void lw_loop_pause(lw_loop *m)
+    void lw_loop_resume(lw_loop *m, int64_t now_ns)
+    int64_t lw_loop_last_heartbeat(const lw_loop *m)
+    int lw_loop_wait_event(lw_loop *m, int64_t timeout_ns, lw_loop_event *out)
+    lw_hdr *lw_loop_swap_lag(lw_loop *m)
+    int64_t lw_loop_sample_count(const lw_loop *m)
+    int64_t lw_loop_dropped_events(const lw_loop *m)
+    void lw_loop_after_fork_child(lw_loop *m)
+
+
+def now_ns():
+    """The sampler's clock (the one behind time.monotonic_ns())."""
+    return lw_loop_now_ns()
+
+
+cdef class _NativeCore:
+    """The native sampler: owns the lw_loop and keeps its histograms alive."""
+
+    cdef lw_loop *_m
+    cdef Histogram _lag_a
+    cdef Histogram _lag_b
+    cdef lw_threadcpu _cpu
+
+    thread_cpu_supported = True
+
+    def __cinit__(self, int64_t resolution_ns, int64_t threshold_ns, Histogram lag_a not None,
+                  Histogram lag_b not None):
+        self._lag_a = lag_a
+        self._lag_b = lag_b
+        self._cpu.valid = 0
+        self._m = lw_loop_new(resolution_ns, threshold_ns, lag_a._h, lag_b._h)
+        if self._m is NULL:
+            if resolution_ns <= 0 or threshold_ns < resolution_ns or lag_a is lag_b:
+                raise ValueError("invalid sampler configuration")
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self._m is not NULL:
+            with nogil:
+                lw_loop_free(self._m)  # joins the sampler first
+            self._m = NULL
+
+    def start(self, bint paused):
+        cdef int err = lw_loop_start(self._m, paused)
+        if err != 0:
+            raise OSError(err, "cannot start the loop sampler thread")
+
+    def stop(self):
+        with nogil:
+            lw_loop_stop(self._m)
+
+    @property
+    def running(self):
+        return bool(lw_loop_running(self._m))
+
+    cdef inline void heartbeat(self, int64_t now) noexcept:
+        lw_loop_heartbeat(self._m, now)
+
+    def pause(self):
+        lw_loop_pause(self._m)
+
+    def resume(self, int64_t now):
+        lw_loop_resume(self._m, now)
+
+    def last_heartbeat_ns(self):
+        return lw_loop_last_heartbeat(self._m)
+
+    def capture_loop_thread(self):
+        """In the loop thread: remember it, for its CPU time."""
+        lw_threadcpu_capture_self(&self._cpu)
+
+    def loop_thread_cpu_ns(self):
+        cdef int64_t ns = 0
+        if lw_threadcpu_read_ns(&self._cpu, &ns) != 0:
+            return None
+        return ns
+
+    def wait_event(self, timeout):
+        """An event tuple, None on timeout, False once stopped and drained.
+        Waits without the GIL."""
+        cdef lw_loop_event ev
+        cdef int got
+        cdef int64_t timeout_ns = -1 if timeout is None else <int64_t>(timeout * 1e9)
+        with nogil:
+            got = lw_loop_wait_event(self._m, timeout_ns, &ev)
+        if got < 0:
+            return False
+        if got == 0:
+            return None
+        return (ev.kind, ev.stall_id, ev.heartbeat_ns, ev.started_ns, ev.detected_ns,
+                ev.duration_ns)
+
+    def swap_lag(self):
+        """Swap the interval lag histograms; the index of the one drained."""
+        cdef lw_hdr *old
+        with nogil:
+            old = lw_loop_swap_lag(self._m)
+        return 0 if old == self._lag_a._h else 1
+
+    def sample_count(self):
+        return lw_loop_sample_count(self._m)
+
+    def dropped_events(self):
+        return lw_loop_dropped_events(self._m)
+
+    def after_fork_child(self):
+        lw_loop_after_fork_child(self._m)
+
+
+cdef class _NativeTick:
+    """The loop callback: every resolution, store the heartbeat in native
+    memory and record the callback's own firing delay (microseconds). It
+    runs with the GIL, which also makes its index read and its recording
+    one step with respect to swap_delay()."""
+
+    cdef _NativeCore _core
+    cdef object _loop
+    cdef object _call_later
+    cdef double _res
+    cdef int64_t _res_ns
+    cdef int64_t _expected
+    cdef Histogram _delay_a
+    cdef Histogram _delay_b
+    cdef lw_hdr *_delay[2]
+    cdef int _index
+    cdef bint _active
+    cdef object _handle
+    cdef public object thread_id
+
+    def __cinit__(self, _NativeCore core not None, loop, double resolution,
+                  Histogram delay_a not None, Histogram delay_b not None, int delay_index=0):
+        self._core = core
+        self._loop = loop
+        self._call_later = loop.call_later
+        self._res = resolution
+        self._res_ns = max(1, <int64_t>(resolution * 1e9 + 0.5))
+        self._delay_a = delay_a
+        self._delay_b = delay_b
+        self._delay[0] = delay_a._h
+        self._delay[1] = delay_b._h
+        self._index = delay_index & 1
+        self._active = False
+        self._handle = None
+        self.thread_id = None
+
+    @property
+    def delay_index(self):
+        return self._index
+
+    def arm(self):
+        """In the loop thread: (re)start ticking from now."""
+        if self._handle is not None:
+            self._handle.cancel()
+        self.thread_id = threading.get_ident()
+        self._core.capture_loop_thread()
+        cdef int64_t now = lw_loop_now_ns()
+        lw_loop_resume(self._core._m, now)
+        self._expected = now + self._res_ns
+        self._active = True
+        self._handle = self._call_later(self._res, self)
+
+    def disarm(self):
+        """In the loop thread: stop ticking (the loop stops running)."""
+        self._active = False
+        lw_loop_pause(self._core._m)
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def disarm_from_any_thread(self):
+        """Stop ticking; a pending tick fires once and does nothing."""
+        self._active = False
+        lw_loop_pause(self._core._m)
+
+    def deactivate(self):
+        self._active = False
+
+    def __call__(self):
+        if not self._active:
+            return
+        cdef int64_t now = lw_loop_now_ns()
+        cdef int64_t late = now - self._expected
+        lw_hdr_record(self._delay[self._index], late // 1000 if late > 0 else 0, 1)
+        lw_loop_heartbeat(self._core._m, now)
+        self._expected = now + self._res_ns
+        self._handle = self._call_later(self._res, self)
+
+    def swap_delay(self):
+        cdef int was = self._index
+        self._index = 1 - was
+        return was
+
+    def after_fork_child(self):
+        self._active = False
+        self._handle = None
+
+
+cdef class _NativeSelectTimer:
+    """Wraps a selector's select() and adds up the time spent inside it."""
+
+    cdef object _select
+    cdef int64_t _waited
+    cdef int64_t _since
+
+    def wrap(self, select):
+        self._select = select
+
+    def select(self, timeout=None):
+        # A poll (timeout 0: the loop has callbacks ready) does not wait:
+        # it is busy time, and needs no clock.
+        if timeout is not None and not timeout:
+            return self._select(timeout)
+        cdef int64_t start = lw_loop_now_ns()
+        self._since = start
+        try:
+            return self._select(timeout)
+        finally:
+            self._since = 0
+            self._waited += lw_loop_now_ns() - start
+
+    def waited_ns(self, int64_t now):
+        cdef int64_t since = self._since
+        return self._waited + ((now - since if now > since else 0) if since else 0)
+
+
+class LoopMonitor(LoopMonitorBase):
+    __doc__ = LoopMonitorBase.__doc__
+    _Core = _NativeCore
+    _Tick = _NativeTick
+    _SelectTimer = _NativeSelectTimer
+    _Histogram = _Histogram
+    _implementation = "native"
+
+
+def watch(*, resolution=0.01, stall_threshold=0.1, on_stall=None, capture_stack=True):
+    """A monitor of the running loop: ``async with loopwatch.watch() as m:``.
+
+    Takes LoopMonitor's options (but no loop: it watches the loop running
+    at ``async with``); stops when the block exits.
+    """
+    return LoopMonitor(None, resolution, stall_threshold, on_stall, capture_stack)

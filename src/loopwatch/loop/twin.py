@@ -1,0 +1,336 @@
+"""Pure-Python twin of the native loop monitor: same API, same measures.
+
+The sampler is a Python thread, so unlike the native one it needs the GIL
+to take each sample: while the loop thread holds the GIL inside native
+code it cannot run, and when it gets the GIL back it fills in the ticks it
+missed (with the staleness they would have seen) and reports a stall it
+could not see in time as such, late.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from ..hdr.twin import Histogram
+from .monitor import END, START, LoopMonitorBase
+
+__all__ = ["LoopMonitor", "watch"]
+
+_QUEUE = 64
+_MAX_BACKFILL = 10_000
+
+
+class _PyCore:
+    """The sampler: a Python thread sampling the heartbeat's staleness every
+    resolution into the active one of two lag histograms (microseconds)."""
+
+    thread_cpu_supported = hasattr(time, "pthread_getcpuclockid")
+
+    def __init__(self, resolution_ns: int, threshold_ns: int, lag_a: Any, lag_b: Any) -> None:
+        if resolution_ns <= 0 or threshold_ns < resolution_ns or lag_a is lag_b:
+            raise ValueError("invalid sampler configuration")
+        self._res = resolution_ns
+        self._thr = threshold_ns
+        self._lag = (lag_a, lag_b)
+        self._heartbeat = time.monotonic_ns()
+        self._paused = False
+        self._samples = 0
+        self._dropped = 0
+        self._stall_id = 0
+        self._cpu_clock: int | None = None
+        self._init_sync()
+
+    def _init_sync(self) -> None:
+        self._active = 0
+        self._record_lock = threading.Lock()  # the Recorder swap
+        self._mutex = threading.Lock()
+        self._tick_cond = threading.Condition(self._mutex)
+        self._event_cond = threading.Condition(self._mutex)
+        self._events: deque[tuple[int, ...]] = deque()
+        self._stopping = True
+        self._thread: threading.Thread | None = None
+        self._in_stall = False
+        self._stall_heartbeat = 0
+
+    # -- sampler thread -----------------------------------------------------
+    def start(self, paused: bool) -> None:
+        with self._mutex:
+            if self._thread is not None:
+                raise RuntimeError("sampler already running")
+            self._stopping = False
+            self._in_stall = False
+            self._events.clear()
+            self._heartbeat = time.monotonic_ns()
+            self._paused = paused
+            self._thread = threading.Thread(target=self._run, name="loopwatch-sampler",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._mutex:
+            if self._thread is not None and not self._stopping and self._in_stall:
+                now = time.monotonic_ns()
+                self._end_stall(now, now)  # every START gets its END
+            self._stopping = True
+            thread, self._thread = self._thread, None
+            self._tick_cond.notify_all()
+            self._event_cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def _run(self) -> None:
+        res = self._res
+        prev_heartbeat = self._heartbeat
+        tick = time.monotonic_ns() + res
+        with self._mutex:
+            while not self._stopping:
+                now = time.monotonic_ns()
+                if now < tick:
+                    self._tick_cond.wait((tick - now) / 1e9)
+                    continue
+                tick, prev_heartbeat = self._sample(tick, now, prev_heartbeat)
+
+    def _record(self, staleness_ns: int) -> None:
+        with self._record_lock:
+            self._lag[self._active].record(staleness_ns // 1000 if staleness_ns > 0 else 0)
+        self._samples += 1
+
+    def _sample(self, tick: int, now: int, prev_heartbeat: int) -> tuple[int, int]:
+        res = self._res
+        due = (now - tick) // res + 1
+        heartbeat = self._heartbeat
+        if self._paused:
+            if self._in_stall:
+                self._end_stall(now, now)
+            return now + res, heartbeat
+        if due > 1:
+            missed = due - 1
+            for i in range(missed - min(missed, _MAX_BACKFILL), missed):
+                at = tick + i * res
+                known = heartbeat if heartbeat <= at else prev_heartbeat
+                self._record(at - known - res)
+                if not self._in_stall and at - known - res > self._thr:
+                    self._begin_stall(known, now)
+        self._record(now - heartbeat - res)
+        if self._in_stall and heartbeat != self._stall_heartbeat:
+            self._end_stall(heartbeat, now)
+        if not self._in_stall and now - heartbeat - res > self._thr:
+            self._begin_stall(heartbeat, now)
+        return tick + due * res, heartbeat
+
+    def _push(self, event: tuple[int, ...]) -> None:
+        if len(self._events) >= _QUEUE:
+            self._dropped += 1
+            return
+        self._events.append(event)
+        self._event_cond.notify_all()
+
+    def _begin_stall(self, heartbeat: int, now: int) -> None:
+        self._in_stall = True
+        self._stall_id += 1
+        self._stall_heartbeat = heartbeat
+        self._push((START, self._stall_id, heartbeat, heartbeat + self._res, now,
+                    now - heartbeat - self._res))
+
+    def _end_stall(self, end: int, now: int) -> None:
+        start = self._stall_heartbeat
+        self._in_stall = False
+        self._push((END, self._stall_id, start, start + self._res, now,
+                    max(0, end - start - self._res)))
+
+    # -- the loop thread ----------------------------------------------------
+    def heartbeat(self, now_ns: int) -> None:
+        self._heartbeat = now_ns
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self, now_ns: int) -> None:
+        self._heartbeat = now_ns
+        self._paused = False
+
+    def last_heartbeat_ns(self) -> int:
+        return self._heartbeat
+
+    def capture_loop_thread(self) -> None:
+        self._cpu_clock = None
+        if self.thread_cpu_supported:
+            try:
+                self._cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
+            except OSError:
+                pass
+
+    def loop_thread_cpu_ns(self) -> int | None:
+        if self._cpu_clock is None:
+            return None
+        try:
+            return time.clock_gettime_ns(self._cpu_clock)
+        except OSError:
+            return None
+
+    # -- the reporter and the reader ----------------------------------------
+    def wait_event(self, timeout: float | None) -> tuple[int, ...] | None | bool:
+        """An event, None on timeout, False once stopped and drained."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._mutex:
+            while True:
+                if self._events:
+                    return self._events.popleft()
+                if self._stopping:
+                    return False
+                if deadline is None:
+                    self._event_cond.wait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self._event_cond.wait(left)
+
+    def swap_lag(self) -> int:
+        with self._record_lock:
+            was = self._active
+            self._active = 1 - was
+        return was
+
+    def sample_count(self) -> int:
+        return self._samples
+
+    def dropped_events(self) -> int:
+        return self._dropped
+
+    def after_fork_child(self) -> None:
+        self._init_sync()
+
+
+class _PyTick:
+    """The loop callback: every resolution, store the heartbeat and record
+    the callback's own firing delay (microseconds) into the active delay
+    histogram."""
+
+    def __init__(self, core: _PyCore, loop: Any, resolution: float, delay_a: Any, delay_b: Any,
+                 delay_index: int = 0) -> None:
+        self._core = core
+        self._loop = loop
+        self._res = resolution
+        self._res_ns = max(1, round(resolution * 1e9))
+        self._delay = (delay_a, delay_b)
+        self._index = delay_index
+        self._lock = threading.Lock()
+        self._active = False
+        self._handle: Any = None
+        self._expected = 0
+        self.thread_id: int | None = None
+
+    @property
+    def delay_index(self) -> int:
+        return self._index
+
+    def arm(self) -> None:
+        """In the loop thread: (re)start ticking from now."""
+        if self._handle is not None:
+            self._handle.cancel()
+        self.thread_id = threading.get_ident()
+        self._core.capture_loop_thread()
+        now = time.monotonic_ns()
+        self._core.resume(now)
+        self._expected = now + self._res_ns
+        self._active = True
+        self._handle = self._loop.call_later(self._res, self)
+
+    def disarm(self) -> None:
+        """In the loop thread: stop ticking (the loop stops running)."""
+        self._active = False
+        self._core.pause()
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def disarm_from_any_thread(self) -> None:
+        """Stop ticking; a pending tick fires once and does nothing."""
+        self._active = False
+        self._core.pause()
+
+    def deactivate(self) -> None:
+        self._active = False
+
+    def __call__(self) -> None:
+        if not self._active:
+            return
+        now = time.monotonic_ns()
+        late = now - self._expected
+        with self._lock:
+            self._delay[self._index].record(late // 1000 if late > 0 else 0)
+        self._core.heartbeat(now)
+        self._expected = now + self._res_ns
+        self._handle = self._loop.call_later(self._res, self)
+
+    def swap_delay(self) -> int:
+        with self._lock:
+            was = self._index
+            self._index = 1 - was
+        return was
+
+    def after_fork_child(self) -> None:
+        self._lock = threading.Lock()
+        self._active = False
+        self._handle = None
+
+
+class _PySelectTimer:
+    """Wraps a selector's select() and adds up the time spent inside it."""
+
+    def __init__(self) -> None:
+        self._select: Any = None
+        self._waited = 0
+        self._since = 0
+
+    def wrap(self, select: Any) -> None:
+        self._select = select
+
+    def select(self, timeout: float | None = None) -> Any:
+        # A poll (timeout 0: the loop has callbacks ready) does not wait:
+        # it is busy time, and needs no clock.
+        if timeout is not None and not timeout:
+            return self._select(timeout)
+        start = time.monotonic_ns()
+        self._since = start
+        try:
+            return self._select(timeout)
+        finally:
+            self._since = 0
+            self._waited += time.monotonic_ns() - start
+
+    def waited_ns(self, now: int) -> int:
+        since = self._since
+        return self._waited + (max(0, now - since) if since else 0)
+
+
+class LoopMonitor(LoopMonitorBase):
+    __doc__ = LoopMonitorBase.__doc__
+    _Core = _PyCore
+    _Tick = _PyTick
+    _SelectTimer = _PySelectTimer
+    _Histogram = Histogram
+    _implementation = "python"
+
+
+def watch(
+    *,
+    resolution: float = 0.01,
+    stall_threshold: float = 0.1,
+    on_stall: Any = None,
+    capture_stack: bool = True,
+) -> LoopMonitor:
+    """A monitor of the running loop: ``async with loopwatch.watch() as m:``.
+
+    Takes LoopMonitor's options (but no loop: it watches the loop running
+    at ``async with``); stops when the block exits.
+    """
+    return LoopMonitor(None, resolution, stall_threshold, on_stall, capture_stack)

@@ -1,0 +1,745 @@
+"""SessionRegistry: in-memory session state that reports stuck sessions with
+backoff, evicts ghosts, and cannot outlive its owner.
+
+Each session has at most one entry in a TimerWheel, at its next "interesting"
+time: when it would become stuck, its next stuck report, its eviction, or its
+idle timeout. ``progress()`` only moves that entry (O(1), lazily in the
+wheel), and ``check()`` touches only the entries that are due: no scan, ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Hashable, Iterator
+
+__all__ = [
+    "RegistryFull",
+    "SessionEvent",
+    "SessionRegistry",
+    "SessionScope",
+    "SessionView",
+    "STATES",
+]
+
+logger = logging.getLogger("loopwatch.sessions")
+
+STATES = ("idle", "queued", "processing", "waiting")
+_ACTIVE = frozenset(("processing", "waiting"))  # the states in which a session can get stuck
+_STATE_SET = frozenset(STATES)
+
+MAX_DURATION = 365.0 * 86400.0  # well inside the wheel's two-year horizon
+STUCK = "stuck"
+RECOVERED = "recovered"
+EVICTED = "evicted"
+GHOST = "ghost"
+STUCK_TOO_LONG = "stuck_too_long"
+IDLE = "idle"
+
+
+class RegistryFull(RuntimeError):
+    """Raised by :meth:`SessionRegistry.open` when the registry already holds
+    ``max_sessions`` sessions. Nothing is evicted to make room."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """A read-only snapshot of one session.
+
+    Attributes:
+        session_id: the id given to :meth:`SessionRegistry.open`.
+        key: the caller's label (a routing key, a user...), or None.
+        state: ``"idle"``, ``"queued"``, ``"processing"`` or ``"waiting"``.
+        queue_depth: the last queue depth given to ``set_state``, or None.
+        opened_at: clock time of ``open``.
+        state_since: clock time of the last state change.
+        last_progress: clock time of the last ``progress()`` (or ``opened_at``).
+        stuck_reports: stuck reports made in the current stuck episode (0 when
+            the session is not stuck).
+        stuck: whether the session is stuck now.
+        task: the task bound by ``bind_task``, or None.
+    """
+
+    session_id: Hashable
+    key: Any
+    state: str
+    queue_depth: int | None
+    opened_at: float
+    state_since: float
+    last_progress: float
+    stuck_reports: int
+    stuck: bool = False
+    task: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """Something :meth:`SessionRegistry.check` found.
+
+    Attributes:
+        kind: ``"stuck"``, ``"recovered"`` or ``"evicted"``.
+        session: the session as it was at the event.
+        at: clock time at which the event was reported.
+        reason: for ``evicted``: ``"ghost"``, ``"stuck_too_long"`` or ``"idle"``;
+            otherwise None.
+        age: seconds without progress (for ``idle``: seconds idle) at ``at``.
+        reports: stuck reports made in this stuck episode, this one included.
+        next_report_at: for ``stuck``: when the next report is due (None when
+            the session will be evicted first).
+    """
+
+    kind: str
+    session: SessionView
+    at: float
+    reason: str | None = None
+    age: float = 0.0
+    reports: int = 0
+    next_report_at: float | None = None
+
+    @property
+    def session_id(self) -> Hashable:
+        """The id of the session the event is about."""
+        return self.session.session_id
+
+    def __str__(self) -> str:
+        s = self.session
+        key = "-" if s.key is None else s.key
+        depth = "-" if s.queue_depth is None else s.queue_depth
+        head = f"sessionId={s.session_id} sessionKey={key} state={s.state}"
+        if self.kind == STUCK:
+            nxt = (
+                "never (evicted first)"
+                if self.next_report_at is None
+                else f"{self.next_report_at - self.at:.0f}s"
+            )
+            return (
+                f"stuck session: {head} age={self.age:.0f}s queueDepth={depth} "
+                f"reports={self.reports} nextReportIn={nxt}"
+            )
+        if self.kind == RECOVERED:
+            return (
+                f"session recovered: {head} stuckFor={self.age:.0f}s queueDepth={depth} "
+                f"reports={self.reports}"
+            )
+        return (
+            f"session evicted: {head} reason={self.reason} age={self.age:.0f}s "
+            f"queueDepth={depth} reports={self.reports}"
+        )
+
+
+class _Session:
+    __slots__ = (
+        "sid", "key", "state", "queue_depth", "opened_at", "state_since", "last_progress",
+        "stuck", "stuck_since", "reports", "interval", "next_report_at", "task", "task_cb",
+        "epoch",
+    )
+
+    def __init__(self, sid, key, state, now):
+        self.sid = sid
+        self.key = key
+        self.state = state
+        self.queue_depth = None
+        self.opened_at = now
+        self.state_since = now
+        self.last_progress = now
+        self.stuck = False
+        self.stuck_since = 0.0
+        self.reports = 0
+        self.interval = 0.0
+        self.next_report_at = 0.0
+        self.task = None
+        self.task_cb = None
+        self.epoch = 0  # bumped by every change a pending store check must not overrule
+
+    def activity(self) -> float:
+        """The last sign of life: progress or a state change."""
+        return self.last_progress if self.last_progress > self.state_since else self.state_since
+
+    def view(self) -> SessionView:
+        return SessionView(
+            self.sid, self.key, self.state, self.queue_depth, self.opened_at,
+            self.state_since, self.last_progress, self.reports if self.stuck else 0,
+            self.stuck, self.task,
+        )
+
+
+def _duration(name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, str, bytes)) or not hasattr(value, "__float__"):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
+    if value > MAX_DURATION:
+        raise ValueError(f"{name} must be at most one year ({MAX_DURATION:.0f} s), got {value!r}")
+    return value
+
+
+def _check_state(state: Any) -> str:
+    if state not in _STATE_SET or not isinstance(state, str):
+        raise ValueError(f"unknown session state {state!r}; valid states: {', '.join(STATES)}")
+    return state
+
+
+def _unknown(session_id: Hashable) -> KeyError:
+    return KeyError(f"unknown session {session_id!r}")
+
+
+class _Pending:
+    """A stuck report waiting for the store's answer."""
+
+    __slots__ = ("session", "epoch", "now")
+
+    def __init__(self, session: _Session, now: float) -> None:
+        self.session = session
+        self.epoch = session.epoch
+        self.now = now
+
+
+class SessionRegistry:
+    """Sessions and their states, with stuck detection that never scans.
+
+    Args:
+        stuck_after: a session ``processing`` or ``waiting`` with no progress
+            (no ``progress()`` and no state change) for this long is stuck.
+        report_backoff: each stuck report comes ``report_backoff`` times later
+            than the previous gap (the first at ``stuck_after``, the next
+            ``stuck_after * report_backoff`` after it, ...).
+        max_report_interval: cap on the gap between two stuck reports.
+        evict_after: a session stuck for this long (since it became stuck) is
+            evicted with reason ``stuck_too_long``; None never evicts.
+        idle_timeout: a session ``idle`` this long is evicted with reason
+            ``idle``; None (default) never does.
+        store: ``session_id -> bool``, the caller's own record of sessions.
+            When a session becomes stuck, and at each stuck report after, a
+            session the store does not have is evicted as a ghost. An async
+            store is awaited by :meth:`acheck`. A store that raises counts as
+            "present" (the error is logged): nothing is evicted on doubt.
+        on_evict: called with the :class:`SessionView` of every evicted
+            session (after it is removed, outside the registry's lock); it
+            may, for example, cancel ``view.task``. Its errors are logged.
+        max_sessions: :meth:`open` beyond this raises :class:`RegistryFull`.
+        clock: the monotonic clock, in seconds (tests pass a fake one).
+        wheel_factory: ``(resolution, now=...) -> TimerWheel``; loopwatch's
+            selected TimerWheel by default.
+
+    ``open``, ``progress``, ``set_state``, ``close``, ``get`` and ``check``
+    may be called from any thread. ``bind_task`` and the async context
+    manager belong to the event loop's thread.
+    """
+
+    def __init__(
+        self,
+        stuck_after: float = 120.0,
+        report_backoff: float = 2.0,
+        max_report_interval: float = 1800.0,
+        evict_after: float | None = 600.0,
+        idle_timeout: float | None = None,
+        store: Callable[[Hashable], bool | Awaitable[bool]] | None = None,
+        on_evict: Callable[[SessionView], Any] | None = None,
+        max_sessions: int = 1_000_000,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        wheel_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self._stuck_after = _duration("stuck_after", stuck_after)
+        backoff = _duration("report_backoff", report_backoff)
+        if backoff < 1.0:
+            raise ValueError(f"report_backoff must be >= 1, got {backoff!r}")
+        self._backoff = backoff
+        self._max_interval = _duration("max_report_interval", max_report_interval)
+        self._evict_after = _duration("evict_after", evict_after, allow_none=True, allow_zero=True)
+        self._idle_timeout = _duration("idle_timeout", idle_timeout, allow_none=True)
+        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int):
+            raise TypeError(f"max_sessions must be an int, got {max_sessions!r}")
+        if max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {max_sessions!r}")
+        if store is not None and not callable(store):
+            raise TypeError("store must be a callable session_id -> bool")
+        if on_evict is not None and not callable(on_evict):
+            raise TypeError("on_evict must be a callable")
+        if not callable(clock):
+            raise TypeError("clock must be a callable returning seconds")
+        self._max_sessions = max_sessions
+        self._store = store
+        self._store_is_async = store is not None and (
+            inspect.iscoroutinefunction(store)
+            or inspect.iscoroutinefunction(getattr(store, "__call__", None))
+        )
+        self._on_evict = on_evict
+        self._clock = clock
+        if wheel_factory is None:
+            from .._selector import TimerWheel as wheel_factory
+        self._wheel = wheel_factory(0.001, now=clock())
+        self._schedule = self._wheel.schedule
+        self._lock = threading.Lock()
+        self._acquire = self._lock.acquire
+        self._release = self._lock.release
+        self._sessions: dict[Hashable, _Session] = {}
+        self._counts = dict.fromkeys(STATES, 0)
+        self._events: list[SessionEvent] = []  # recoveries, waiting for check()
+
+    # -- configuration -------------------------------------------------------
+    @property
+    def stuck_after(self) -> float:
+        """Seconds without progress after which an active session is stuck."""
+        return self._stuck_after
+
+    @property
+    def max_sessions(self) -> int:
+        """How many sessions :meth:`open` accepts before :class:`RegistryFull`."""
+        return self._max_sessions
+
+    def __repr__(self) -> str:
+        return f"<SessionRegistry sessions={len(self._sessions)} counts={self.counts()}>"
+
+    # -- scheduling (under the lock) -------------------------------------------
+    def _wake_time(self, s: _Session) -> float | None:
+        if s.state in _ACTIVE:
+            if not s.stuck:
+                return s.activity() + self._stuck_after
+            wake = s.next_report_at
+            if self._evict_after is not None:
+                evict_at = s.stuck_since + self._evict_after
+                if evict_at < wake:
+                    wake = evict_at
+            return wake
+        if s.state == "idle" and self._idle_timeout is not None:
+            return s.activity() + self._idle_timeout
+        return None
+
+    def _reschedule(self, s: _Session) -> None:
+        wake = self._wake_time(s)
+        if wake is None:
+            self._wheel.cancel(s.sid)
+        else:
+            self._schedule_at(s.sid, wake)
+
+    def _schedule_at(self, sid: Hashable, wake: float) -> None:
+        try:
+            self._schedule(sid, wake)
+        except ValueError:
+            # Further than the wheel's horizon (at least two years after the
+            # last check): a registry nobody checked for a year. File it at
+            # the horizon; check() finds it early and refiles it then.
+            self._schedule(sid, self._wheel.time + self._wheel.horizon - 1.0)
+
+    def _recover(self, s: _Session, now: float, age: float) -> None:
+        view_reports = s.reports
+        s.stuck = False
+        s.reports = 0
+        self._events.append(
+            SessionEvent(RECOVERED, s.view(), now, None, age, view_reports, None)
+        )
+
+    def _remove(self, s: _Session) -> None:
+        del self._sessions[s.sid]
+        self._counts[s.state] -= 1
+        self._wheel.cancel(s.sid)
+        s.epoch += 1
+        s.task = None
+
+    def _now(self, now: Any) -> float:
+        if now is None:
+            return self._clock()
+        if isinstance(now, bool) or not isinstance(now, (int, float)):
+            raise TypeError(f"now must be a number of seconds, got {now!r}")
+        now = float(now)
+        if not math.isfinite(now):
+            raise ValueError(f"now must be finite, got {now!r}")
+        return now
+
+    # -- sessions ---------------------------------------------------------------
+    def open(self, session_id: Hashable, key: Any = None, state: str = "idle") -> SessionView:
+        """Start tracking a session; returns its view.
+
+        Raises ValueError for an unknown state or an id already open,
+        :class:`RegistryFull` at ``max_sessions``."""
+        return self._open(session_id, key, state).view()
+
+    def _open(self, session_id: Hashable, key: Any, state: str) -> _Session:
+        _check_state(state)
+        with self._lock:
+            if session_id in self._sessions:
+                raise ValueError(f"session {session_id!r} is already open")
+            if len(self._sessions) >= self._max_sessions:
+                raise RegistryFull(
+                    f"registry holds max_sessions={self._max_sessions} sessions; "
+                    f"cannot open {session_id!r}"
+                )
+            s = _Session(session_id, key, state, self._clock())
+            self._sessions[session_id] = s
+            self._counts[state] += 1
+            try:
+                self._reschedule(s)
+            except BaseException:
+                del self._sessions[session_id]
+                self._counts[state] -= 1
+                raise
+            return s
+
+    def progress(self, session_id: Hashable) -> None:
+        """The session is moving: its stuck clock restarts (O(1)).
+
+        A stuck session recovers (a ``recovered`` event). KeyError when unknown."""
+        # The hot path: one lookup, two stores, one O(1) wheel move. (Bound
+        # acquire/release cost half of what `with lock:` does.)
+        self._acquire()
+        try:
+            s = self._sessions.get(session_id)
+            if s is None:
+                raise _unknown(session_id)
+            now = self._clock()
+            if s.stuck:
+                self._recover(s, now, now - s.activity())
+            s.last_progress = now
+            s.epoch += 1
+            try:
+                if s.state in _ACTIVE:
+                    self._schedule(session_id, now + self._stuck_after)
+                elif self._idle_timeout is not None and s.state == "idle":
+                    self._schedule(session_id, now + self._idle_timeout)
+            except ValueError:
+                self._reschedule(s)
+        finally:
+            self._release()
+
+    def set_state(self, session_id: Hashable, state: str, queue_depth: int | None = None) -> None:
+        """Change a session's state (and queue depth, when given).
+
+        A change of state restarts the stuck clock, and a stuck session that
+        changes state recovers. The same state again only updates the queue
+        depth. KeyError when unknown, ValueError for an unknown state or a
+        negative queue depth."""
+        _check_state(state)
+        if queue_depth is not None:
+            if isinstance(queue_depth, bool) or not isinstance(queue_depth, int):
+                raise TypeError(f"queue_depth must be an int or None, got {queue_depth!r}")
+            if queue_depth < 0:
+                raise ValueError(f"queue_depth must be >= 0, got {queue_depth!r}")
+        with self._lock:
+            s = self._sessions.get(session_id)
+            if s is None:
+                raise _unknown(session_id)
+            if queue_depth is not None:
+                s.queue_depth = queue_depth
+            if state == s.state:
+                return
+            now = self._clock()
+            age = now - s.activity()
+            self._counts[s.state] -= 1
+            self._counts[state] += 1
+            s.state = state
+            s.state_since = now
+            s.epoch += 1
+            if s.stuck:
+                self._recover(s, now, age)
+            self._reschedule(s)
+
+    def close(self, session_id: Hashable) -> bool:
+        """Stop tracking a session. Idempotent: False when it was not open."""
+        with self._lock:
+            s = self._sessions.get(session_id)
+            if s is None:
+                return False
+            self._remove(s)
+            return True
+
+    def _close_exact(self, s: _Session) -> bool:
+        """Close this very session, not a later one opened under its id."""
+        with self._lock:
+            if self._sessions.get(s.sid) is not s:
+                return False
+            self._remove(s)
+            return True
+
+    def get(self, session_id: Hashable) -> SessionView:
+        """A read-only view of a session; KeyError when unknown."""
+        with self._lock:
+            s = self._sessions.get(session_id)
+            if s is None:
+                raise _unknown(session_id)
+            return s.view()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
+    def __iter__(self) -> Iterator[SessionView]:
+        """Views of every session (a snapshot taken at the call)."""
+        with self._lock:
+            views = [s.view() for s in self._sessions.values()]
+        return iter(views)
+
+    def counts(self) -> dict[str, int]:
+        """Sessions per state (all four states, kept incrementally: O(1))."""
+        with self._lock:
+            return dict(self._counts)
+
+    def next_check(self) -> float | None:
+        """The earliest clock time at which :meth:`check` may find something
+        (never later than the first due event; may be earlier), or None
+        when nothing is scheduled. A pending recovery makes it now."""
+        with self._lock:
+            if self._events:
+                return self._clock()
+            return self._wheel.next_deadline()
+
+    # -- lifetimes ----------------------------------------------------------------
+    def session(self, session_id: Hashable, key: Any = None, state: str = "idle") -> SessionScope:
+        """A context manager (``with`` or ``async with``) that opens the
+        session on entry and closes it on every way out: return, exception,
+        cancellation, timeout, or the coroutine being closed."""
+        return SessionScope(self, session_id, key, state)
+
+    def bind_task(self, session_id: Hashable, task: asyncio.Future) -> None:
+        """Close the session when ``task`` (an asyncio Task or Future) ends,
+        however it ends. Binding another task replaces the first binding.
+        Call it from the task's event loop."""
+        if not hasattr(task, "add_done_callback"):
+            raise TypeError(f"bind_task needs an asyncio Task or Future, got {task!r}")
+        with self._lock:
+            s = self._sessions.get(session_id)
+            if s is None:
+                raise _unknown(session_id)
+            old, old_cb = s.task, s.task_cb
+            s.task = task
+            s.task_cb = functools.partial(self._task_done, s)
+            callback = s.task_cb
+        if old is not None and old is not task and old_cb is not None:
+            old.remove_done_callback(old_cb)
+        task.add_done_callback(callback)
+
+    def _task_done(self, s: _Session, task: Any) -> None:
+        with self._lock:
+            if self._sessions.get(s.sid) is not s or s.task is not task:
+                return  # closed already, reopened under the same id, or rebound
+            self._remove(s)
+
+    # -- checking -------------------------------------------------------------------
+    def check(self, now: float | None = None) -> list[SessionEvent]:
+        """The events due by ``now`` (default: the clock), each logged on
+        ``loopwatch.sessions``. Costs O(events due): nothing else is touched.
+
+        With an async store use :meth:`acheck` (TypeError here)."""
+        if self._store_is_async:
+            raise TypeError("the store is async: use 'await registry.acheck()'")
+        now = self._now(now)
+        events, pending = self._collect(now)
+        answers: list = []
+        try:
+            for p in pending:
+                answers.append(self._ask_store(p.session.sid))
+        finally:
+            # Even when the store call is interrupted: settle (unanswered =
+            # present) and log what happened, then let the error through.
+            if pending:
+                events += self._settle(pending, answers, now)
+            self._publish(events)
+        return events
+
+    async def acheck(self, now: float | None = None) -> list[SessionEvent]:
+        """:meth:`check` for a store that is async (or sync: both work).
+        The store is asked about every due session at once (gathered)."""
+        now = self._now(now)
+        events, pending = self._collect(now)
+        answers: list = []
+        try:
+            if pending:
+                asks = [self._ask_store(p.session.sid, allow_async=True) for p in pending]
+                waits = [a for a in asks if inspect.isawaitable(a)]
+                if waits:
+                    done = iter(await asyncio.gather(*waits, return_exceptions=True))
+                    asks = [
+                        self._store_answer(p.session.sid, next(done))
+                        if inspect.isawaitable(a) else a
+                        for p, a in zip(pending, asks)
+                    ]
+                answers = asks
+        finally:
+            # Also on cancellation: settle (unanswered = present), log, re-raise.
+            if pending:
+                events += self._settle(pending, answers, now)
+            self._publish(events)
+        return events
+
+    async def watch(self, max_interval: float = 1.0) -> None:
+        """Check forever (until cancelled): each time the next event may be
+        due, and at least every ``max_interval`` seconds. Events are logged;
+        run it as a task: ``asyncio.create_task(registry.watch())``."""
+        max_interval = _duration("max_interval", max_interval)
+        while True:
+            await self.acheck()
+            nxt = self.next_check()
+            delay = max_interval if nxt is None else min(max_interval, nxt - self._clock())
+            await asyncio.sleep(max(delay, 0.0))
+
+    def _ask_store(self, session_id: Hashable, allow_async: bool = False):
+        try:
+            answer = self._store(session_id)
+        except Exception:
+            logger.exception("session store failed for sessionId=%s; keeping it", session_id)
+            return True
+        if inspect.isawaitable(answer):
+            if allow_async:
+                return answer
+            if hasattr(answer, "close"):
+                answer.close()
+            logger.error("session store returned an awaitable; use acheck(). Keeping %s", session_id)
+            return True
+        return bool(answer)
+
+    def _store_answer(self, session_id: Hashable, answer: Any) -> bool:
+        if isinstance(answer, BaseException):
+            if not isinstance(answer, Exception):
+                raise answer
+            logger.error("session store failed for sessionId=%s; keeping it", session_id,
+                         exc_info=answer)
+            return True
+        return bool(answer)
+
+    def _collect(self, now: float) -> tuple[list[SessionEvent], list[_Pending]]:
+        """Under the lock: the events due by now, and the stuck reports that
+        wait for the store."""
+        events: list[SessionEvent] = []
+        pending: list[_Pending] = []
+        with self._lock:
+            if self._events:
+                events, self._events = self._events, []
+            for sid in self._wheel.expire(now):
+                s = self._sessions[sid]
+                wake = self._wake_time(s)
+                if wake is None or wake > now:
+                    # filed early (past the horizon, see _schedule_at): refile
+                    if wake is not None:
+                        self._schedule_at(sid, wake)
+                    continue
+                if s.state in _ACTIVE:
+                    if (
+                        s.stuck
+                        and self._evict_after is not None
+                        and now >= s.stuck_since + self._evict_after
+                    ):
+                        events.append(self._evict(s, STUCK_TOO_LONG, now))
+                    elif self._store is not None:
+                        pending.append(_Pending(s, now))
+                    else:
+                        events.append(self._report(s, now))
+                elif s.state == "idle" and self._idle_timeout is not None:
+                    events.append(self._evict(s, IDLE, now))
+        return events, pending
+
+    def _settle(self, pending: list[_Pending], answers: list, now: float) -> list[SessionEvent]:
+        """Under the lock: apply the store's answers. A session that changed
+        since (progress, new state, closed) is left as it now is; one without
+        an answer (the store call was interrupted) counts as present."""
+        events = []
+        with self._lock:
+            for i, p in enumerate(pending):
+                s = p.session
+                if self._sessions.get(s.sid) is not s or s.epoch != p.epoch:
+                    continue
+                present = answers[i] if i < len(answers) else True
+                if present:
+                    events.append(self._report(s, now))
+                else:
+                    events.append(self._evict(s, GHOST, now))
+        return events
+
+    def _report(self, s: _Session, now: float) -> SessionEvent:
+        if not s.stuck:
+            s.stuck = True
+            s.stuck_since = s.activity() + self._stuck_after
+            s.reports = 0
+            s.interval = self._stuck_after
+        s.reports += 1
+        s.interval = min(s.interval * self._backoff, self._max_interval)
+        s.next_report_at = now + s.interval
+        self._reschedule(s)
+        next_at: float | None = s.next_report_at
+        if self._evict_after is not None and s.stuck_since + self._evict_after <= next_at:
+            next_at = None
+        return SessionEvent(STUCK, s.view(), now, None, now - s.activity(), s.reports, next_at)
+
+    def _evict(self, s: _Session, reason: str, now: float) -> SessionEvent:
+        reports = s.reports if s.stuck else 0
+        event = SessionEvent(EVICTED, s.view(), now, reason, now - s.activity(), reports, None)
+        self._remove(s)
+        return event
+
+    def _publish(self, events: list[SessionEvent]) -> None:
+        """Outside the lock: log each event, then call on_evict."""
+        for event in events:
+            level = logging.INFO if event.kind == RECOVERED else logging.WARNING
+            if logger.isEnabledFor(level):
+                logger.log(level, "%s", event)
+        if self._on_evict is None:
+            return
+        for event in events:
+            if event.kind == EVICTED:
+                try:
+                    self._on_evict(event.session)
+                except Exception:
+                    logger.exception("on_evict failed for sessionId=%s", event.session_id)
+
+
+class SessionScope:
+    """One session's lifetime as a context manager; see
+    :meth:`SessionRegistry.session`. Inside the block it forwards
+    ``progress()`` and ``set_state()`` to the registry."""
+
+    __slots__ = ("registry", "session_id", "_key", "_state", "_session")
+
+    def __init__(self, registry: SessionRegistry, session_id: Hashable, key: Any, state: str):
+        _check_state(state)
+        self.registry = registry
+        self.session_id = session_id
+        self._key = key
+        self._state = state
+        self._session: _Session | None = None
+
+    def progress(self) -> None:
+        """:meth:`SessionRegistry.progress` for this session."""
+        self.registry.progress(self.session_id)
+
+    def set_state(self, state: str, queue_depth: int | None = None) -> None:
+        """:meth:`SessionRegistry.set_state` for this session."""
+        self.registry.set_state(self.session_id, state, queue_depth)
+
+    @property
+    def view(self) -> SessionView:
+        """The session's current view (KeyError once it was evicted)."""
+        return self.registry.get(self.session_id)
+
+    @property
+    def is_open(self) -> bool:
+        """False before entry, and once the session was closed or evicted."""
+        s = self._session
+        return s is not None and self.registry._sessions.get(s.sid) is s
+
+    def __enter__(self) -> SessionScope:
+        if self._session is not None:
+            raise RuntimeError("a session scope can be entered only once")
+        self._session = self.registry._open(self.session_id, self._key, self._state)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._session is not None:
+            self.registry._close_exact(self._session)
+
+    async def __aenter__(self) -> SessionScope:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        # Never suspends: it also runs when the coroutine is closed (GeneratorExit).
+        self.__exit__()

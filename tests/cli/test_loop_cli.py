@@ -1,0 +1,234 @@
+"""``loopwatch run``: a program's loops watched without changing its code,
+live stall lines on stderr, a summary at exit. Subprocesses, with timeouts;
+every combination of implementation and loop."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from loop_support import REPO, impl_env
+
+
+APP = os.path.join(REPO, "examples", "blocking_app.py")
+
+
+def _loopwatch(args, cwd=REPO, impl_name="native", timeout=60):
+    env = dict(os.environ, **impl_env(impl_name))
+    return subprocess.run([sys.executable, "-m", "loopwatch", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def _run_apps(combos):
+    procs = {}
+    for impl_name, kind in combos:
+        args = [sys.executable, "-m", "loopwatch", "run", APP, "--duration", "2.4",
+                "--block", "0.25"]
+        if kind == "uvloop":
+            args.append("--uvloop")
+        procs[impl_name, kind] = subprocess.Popen(
+            args, cwd=REPO, env=dict(os.environ, **impl_env(impl_name)), text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    outputs = {}
+    try:
+        for key, proc in procs.items():
+            outputs[key] = (*proc.communicate(timeout=60), proc.returncode)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return outputs
+
+
+def test_blocking_app_shows_live_stalls_and_an_exit_summary():
+    """The README's main command, on both implementations and both loops."""
+    combos = [(impl, kind) for impl in ("native", "python") for kind in ("asyncio", "uvloop")]
+    outputs = {}
+    # two at a time: one CPU-bound app per core of a 2-core machine
+    for pair in (combos[:2], combos[2:]):
+        outputs.update(_run_apps(pair))
+    for (impl_name, kind), (out, err, code) in outputs.items():
+        where = f"[{impl_name}/{kind}]\n{err}"
+        assert code == 0, where
+        assert "blocking_app: served" in out, where
+        lines = err.splitlines()
+        live = [line for line in lines if line.startswith("loopwatch: event loop stall")]
+        assert len(live) == 4, where
+        assert "#1 in progress" in live[0] and "in render_report() at" in live[0], where
+        assert "#1 ended after" in live[1], where
+        assert "#2 in progress" in live[2] and "in legacy_db_lookup() at" in live[2], where
+        assert "#2 ended after" in live[3], where
+        summary = err[err.index("loopwatch: loop 1 ("):]
+        assert "p50" in summary and "p99.9" in summary and "lag histogram:" in summary, where
+        assert "2 stalls (longest" in summary, where
+        method = "selector_wait" if kind == "asyncio" else "thread_cpu"
+        assert f"({method})" in summary, where
+        assert ("uvloop.Loop" in summary) == (kind == "uvloop"), where
+        assert summary.count("|") >= 12, where  # six histogram bars
+
+
+def test_run_module_with_arguments_and_exit_status(tmp_path, impl, loop_kind):
+    (tmp_path / "stallmod.py").write_text(textwrap.dedent(f"""
+        import asyncio, sys, time
+        def stuck_in_sync_code():
+            time.sleep(0.2)
+        async def main():
+            await asyncio.sleep(0.05)
+            stuck_in_sync_code()
+            await asyncio.sleep(0.05)
+        print("argv", sys.argv[1:])
+        if "{loop_kind}" == "uvloop":
+            import uvloop
+            uvloop.run(main())
+        else:
+            asyncio.run(main())
+        sys.exit(7)
+        """))
+    result = _loopwatch(["run", "--resolution", "0.005", "--stall-threshold=0.05", "-m",
+                         "stallmod", "a", "--b"], cwd=tmp_path, impl_name=impl.name)
+    assert result.returncode == 7, result.stderr
+    assert "argv ['a', '--b']" in result.stdout
+    assert "in stuck_in_sync_code() at" in result.stderr
+    assert "resolution 5 ms, stall threshold 50 ms" in result.stderr
+    assert "1 stall (longest" in result.stderr
+
+
+def test_every_loop_is_watched(tmp_path, impl, loop_kind):
+    """Two loops one after the other, and one in a thread: three summaries."""
+    script = tmp_path / "loops.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, threading
+        def new_loop():
+            if "{loop_kind}" == "uvloop":
+                import uvloop
+                return uvloop.new_event_loop()
+            return asyncio.new_event_loop()
+        def run(coro):
+            loop = new_loop()
+            try:
+                return loop.run_until_complete(coro)
+            finally:
+                loop.close()
+        run(asyncio.sleep(0.05))
+        run(asyncio.sleep(0.05))
+        worker = threading.Thread(target=run, args=(asyncio.sleep(0.05),), name="worker")
+        worker.start()
+        worker.join()
+        """))
+    result = _loopwatch(["run", str(script)], impl_name=impl.name)
+    assert result.returncode == 0, result.stderr
+    for n in (1, 2, 3):
+        assert f"loopwatch: loop {n} (" in result.stderr
+    assert "thread worker" in result.stderr
+    assert "loop 4" not in result.stderr
+    assert "0 stalls" in result.stderr
+
+
+def test_program_that_raises_still_gets_its_summary(tmp_path):
+    script = tmp_path / "fails.py"
+    script.write_text("import asyncio\nasyncio.run(asyncio.sleep(0.02))\nraise ValueError('boom')\n")
+    result = _loopwatch(["run", str(script)])
+    assert result.returncode == 1
+    assert "ValueError: boom" in result.stderr
+    assert "loopwatch: loop 1 (" in result.stderr
+
+
+def test_program_without_a_loop(tmp_path):
+    script = tmp_path / "plain.py"
+    script.write_text("print('hello')\n")
+    result = _loopwatch(["run", str(script)])
+    assert result.returncode == 0
+    assert result.stdout == "hello\n"
+    assert "no event loop ran" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--resolution", "0", "x.py"], "resolution must be > 0"),
+        (["run", "--resolution", "abc", "x.py"], "expects a number of seconds"),
+        (["run", "--stall-threshold", "nan", "x.py"], "finite"),
+        (["run", "--resolution", "0.1", "--stall-threshold", "0.05", "x.py"],
+         "must not be below the resolution"),
+        (["run", "--bogus", "x.py"], "unknown option --bogus"),
+        (["run"], "no script or -m module given"),
+        (["run", "-m"], "-m expects a module name"),
+        (["run", "does-not-exist.py"], "no such file"),
+        (["frobnicate"], "unknown command"),
+    ],
+)
+def test_usage_errors_exit_with_status_2(args, message):
+    result = _loopwatch(args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_help():
+    result = _loopwatch(["run", "--help"])
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: loopwatch run")
+    assert _loopwatch([]).returncode == 2
+
+
+def test_console_script_is_declared():
+    from loopwatch.cli.main import main
+
+    (entry,) = importlib.metadata.entry_points(group="console_scripts", name="loopwatch")
+    assert entry.load() is main
+
+
+def test_no_stack_option(tmp_path, impl, loop_kind):
+    script = tmp_path / "stall.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, time
+        def stuck():
+            time.sleep(0.15)
+        async def main():
+            await asyncio.sleep(0.02)
+            stuck()
+            await asyncio.sleep(0.02)
+        if "{loop_kind}" == "uvloop":
+            import uvloop
+            uvloop.run(main())
+        else:
+            asyncio.run(main())
+        """))
+    result = _loopwatch(["run", "--no-stack", "--stall-threshold", "0.05", str(script)],
+                        impl_name=impl.name)
+    assert result.returncode == 0, result.stderr
+    (started,) = [line for line in result.stderr.splitlines() if "in progress" in line]
+    assert "stuck()" not in started and "stack not captured" not in started
+    assert "ended after" in result.stderr
+
+
+def test_forked_child_summarizes_only_its_own_loops(tmp_path, impl, loop_kind):
+    script = tmp_path / "forks.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, os, sys
+        def run(coro):
+            if "{loop_kind}" == "uvloop":
+                import uvloop
+                return uvloop.run(coro)
+            return asyncio.run(coro)
+        run(asyncio.sleep(0.02))
+        pid = os.fork()
+        if pid == 0:
+            run(asyncio.sleep(0.02))
+            print("child done", flush=True)
+            sys.exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("parent done", os.waitstatus_to_exitcode(status), flush=True)
+        """))
+    result = _loopwatch(["run", str(script)], impl_name=impl.name)
+    assert result.returncode == 0, result.stderr
+    assert "child done" in result.stdout and "parent done 0" in result.stdout
+    # one summary per process, each of its own single loop
+    assert result.stderr.count("loopwatch: loop 1 (") == 2, result.stderr
+    assert "loop 2" not in result.stderr

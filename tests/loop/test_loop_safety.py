@@ -1,0 +1,229 @@
+"""Fork and interpreter exit with a running loop monitor, on both
+implementations and on asyncio and uvloop.
+
+Chosen fork behaviour: a forked child gets its parent's monitors cleanly
+stopped (``running`` False, ``stopped_by_fork`` True, snapshots still
+readable, no thread, loop hooks removed); new monitors work in the child.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import traceback
+
+import pytest
+
+from loop_support import (
+    REPO,
+    LoopThread,
+    Stalls,
+    impl_env,
+    new_loop,
+    run_for,
+    wait_until,
+)
+
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+
+
+def _child_checks(impl, kind: str, monitor) -> None:
+    """What a forked child must find; raises AssertionError otherwise."""
+    assert not monitor.running
+    assert monitor.stopped_by_fork
+    stats = monitor.snapshot()  # still readable, from the parent's data
+    assert not stats.running and stats.total.sample_count > 0
+    assert "run_forever" not in vars(monitor.loop)
+    # a new loop in the child is watched by a new monitor that works
+    stalls = Stalls()
+    loop = new_loop(kind)
+    try:
+        with impl.LoopMonitor(loop, resolution=0.005, stall_threshold=0.03,
+                              on_stall=stalls) as child_monitor:
+            run_for(loop, 0.05)
+            loop.call_soon(time.sleep, 0.1)
+            run_for(loop, 0.02)
+            assert stalls.ended.wait(5), "no stall reported in the child"
+            child_stats = child_monitor.snapshot()
+    finally:
+        loop.close()
+    assert child_stats.total.sample_count > 0
+    assert child_stats.total.stall_count == 1
+
+
+def _mp_child(impl_name: str, kind: str, monitor, queue) -> None:
+    from loopwatch._selector import load_implementation
+
+    try:
+        _child_checks(load_implementation(impl_name), kind, monitor)
+        queue.put("ok")
+    except BaseException:
+        queue.put(traceback.format_exc())
+
+
+@pytest.fixture
+def running_monitor(impl, loop_kind):
+    loop = new_loop(loop_kind)
+    runner = LoopThread(loop)
+    monitor = impl.LoopMonitor(loop, resolution=0.005).start()
+    assert wait_until(lambda: monitor.snapshot(reset_interval=False).total.sample_count > 5)
+    yield monitor
+    monitor.stop()
+    runner.stop()
+    loop.close()
+
+
+def test_os_fork_child_gets_a_cleanly_stopped_monitor(impl, loop_kind, running_monitor):
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            _child_checks(impl, loop_kind, running_monitor)
+            code = 0
+        except BaseException:
+            os.write(write_end, traceback.format_exc().encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + 60
+    status = None
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("forked child hung")
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode()
+    assert os.waitstatus_to_exitcode(status) == 0, message
+    # the parent's monitor goes on sampling
+    assert running_monitor.running
+    before = running_monitor.snapshot().total.sample_count
+    assert wait_until(lambda: running_monitor.snapshot().total.sample_count > before)
+
+
+def test_multiprocessing_fork_child_gets_a_cleanly_stopped_monitor(impl, loop_kind,
+                                                                   running_monitor):
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_mp_child, args=(impl.name, loop_kind, running_monitor, queue))
+    child.start()
+    result = queue.get(timeout=60)
+    child.join(30)
+    assert result == "ok", result
+    assert child.exitcode == 0
+    assert running_monitor.running
+
+
+EXIT_WITH_IDLE_MONITOR = """
+import asyncio, sys
+kind = sys.argv[1]
+if kind == "uvloop":
+    import uvloop
+    loop = uvloop.new_event_loop()
+else:
+    loop = asyncio.SelectorEventLoop()
+import loopwatch
+monitor = loopwatch.LoopMonitor(loop, resolution=0.001).start()
+loop.run_until_complete(asyncio.sleep(0.02))
+print("exiting", loopwatch.IMPLEMENTATION, flush=True)
+# no stop(), no close(): the interpreter exits with the monitor running
+"""
+
+EXIT_DURING_A_STALL = """
+import asyncio, atexit, sys, threading, time
+# a slow exit (this handler runs after loopwatch's): the stall ends during it,
+# and must not be reported after "exiting"
+atexit.register(time.sleep, 0.6)
+kind = sys.argv[1]
+if kind == "uvloop":
+    import uvloop
+    loop = uvloop.new_event_loop()
+else:
+    loop = asyncio.SelectorEventLoop()
+import loopwatch
+reported = threading.Event()
+def on_stall(event):
+    print("stall", event.kind, flush=True)
+    reported.set()
+monitor = loopwatch.LoopMonitor(loop, resolution=0.002, stall_threshold=0.02,
+                                on_stall=on_stall).start()
+def block_for_a_while():
+    time.sleep(0.3)
+loop.call_soon(block_for_a_while)
+threading.Thread(target=loop.run_forever, daemon=True).start()
+assert reported.wait(10)
+print("exiting", flush=True)
+"""
+
+EXIT_FROM_ASYNCIO_RUN = """
+import asyncio, sys
+import loopwatch
+async def main():
+    async with loopwatch.watch(resolution=0.001):
+        await asyncio.sleep(0.02)
+        print("exiting", flush=True)
+        sys.exit(3)
+if sys.argv[1] == "uvloop":
+    import uvloop
+    uvloop.run(main())
+else:
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(
+    "script, expected_stdout, expected_code",
+    [
+        (EXIT_WITH_IDLE_MONITOR, "exiting {impl}\n", 0),
+        (EXIT_DURING_A_STALL, "stall started\nexiting\n", 0),
+        (EXIT_FROM_ASYNCIO_RUN, "exiting\n", 3),
+    ],
+    ids=["idle", "during-stall", "sys-exit-in-asyncio-run"],
+)
+def test_interpreter_exits_cleanly_with_a_running_monitor(impl, loop_kind, script,
+                                                          expected_stdout, expected_code):
+    """Many runs, in parallel: no crash, no hang, nothing printed after exit."""
+    runs = 6
+    env = dict(os.environ, **impl_env(impl.name))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), loop_kind], cwd=REPO,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(runs)
+    ]
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=60)
+            results.append((proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    expected = expected_stdout.format(impl=impl.name)
+    for code, out, err in results:
+        assert code == expected_code, err
+        if script is EXIT_DURING_A_STALL and out.startswith("stall started\nstall ended\n"):
+            # a loaded machine delayed the main thread past the stall's end;
+            # what matters is that nothing comes after "exiting"
+            out = out.replace("stall ended\n", "", 1)
+        assert out == expected
+        # stall lines go to stderr through the logger's last-resort handler;
+        # nothing else, in particular no report after "exiting"
+        for line in err.splitlines():
+            assert line.startswith("event loop stall #1 "), err
+        if script is EXIT_DURING_A_STALL:
+            assert 1 <= len(err.splitlines()) <= 2
+        else:
+            assert err == ""
