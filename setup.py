@@ -28,6 +28,7 @@ NATIVE_MODULES = {
     "loopwatch.hdr.native": ["hdr"],
     "loopwatch.sessions.wheel_native": ["wheel"],
     "loopwatch.loop.native": ["hdr", "loop", "platform"],
+    "loopwatch.status.native": ["hdr", "loop", "platform", "status"],
 }
 
 NO_EXTENSIONS = _flag("LOOPWATCH_NO_EXTENSIONS")
@@ -62,7 +63,7 @@ def native_extension(module, families):
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         undef_macros=undef_macros,
-        libraries=["m", "pthread"],
+        libraries=["m", "pthread", "dl"],
     )
 
 

@@ -72,9 +72,11 @@ def test_both_implementations_expose_the_same_api(request):
 
 
 PUBLIC_API = [
-    "IMPLEMENTATION", "Histogram", "LatencyStats", "LoopMonitor", "LoopStats", "LoopWindow",
-    "RegistryFull", "SessionEvent", "SessionRegistry", "SessionScope", "SessionView",
-    "StackFrame", "StallEvent", "TimerWheel", "__version__", "watch",
+    "Diagnostics", "IMPLEMENTATION", "Histogram", "LatencyStats", "LivenessReport",
+    "LivenessThresholds", "LoopMonitor", "LoopStats", "LoopWindow", "RegistryFull",
+    "SessionEvent", "SessionRegistry", "SessionScope", "SessionView", "StackFrame", "StallEvent",
+    "StatusFolderError", "StatusUnavailable", "TimerWheel", "__version__", "query_status",
+    "status_socket_path", "watch",
 ]
 
 

@@ -349,6 +349,24 @@ int64_t lw_loop_dropped_events(const lw_loop *m)
     return atomic_load(&((lw_loop *)m)->dropped);
 }
 
+void lw_loop_read_live(const lw_loop *m, lw_loop_live *out)
+{
+    lw_loop *mm = (lw_loop *)m;
+    /* The sampler holds the mutex only for one sampling pass (a few
+     * histogram records), never while waiting on anything else. */
+    pthread_mutex_lock(&mm->mutex);
+    out->running = mm->running;
+    out->in_stall = mm->in_stall;
+    out->stall_id = mm->stall_id;
+    out->stall_started_ns = mm->in_stall ? mm->stall_heartbeat + mm->resolution_ns : 0;
+    pthread_mutex_unlock(&mm->mutex);
+    out->paused = atomic_load(&mm->paused);
+    out->heartbeat_ns = atomic_load(&mm->heartbeat_ns);
+    out->resolution_ns = mm->resolution_ns;
+    out->threshold_ns = mm->threshold_ns;
+    out->samples = atomic_load(&mm->samples);
+}
+
 void lw_loop_after_fork_child(lw_loop *m)
 {
     /* The parent's sampler thread was not copied: its mutex may have been

@@ -90,6 +90,23 @@ lw_hdr *lw_loop_swap_lag(lw_loop *m);
 int64_t lw_loop_sample_count(const lw_loop *m);
 int64_t lw_loop_dropped_events(const lw_loop *m);
 
+/* What the sampler knows right now, read by a thread that never needs the
+ * GIL (the status server): it answers while the loop thread holds the GIL
+ * in native code. */
+typedef struct lw_loop_live {
+    int running;            /* a sampler thread exists */
+    int paused;             /* the loop is not running */
+    int in_stall;           /* a stall is going on (its START was queued) */
+    int64_t stall_id;       /* the current or last stall's id (0: none yet) */
+    int64_t stall_started_ns; /* the current stall: heartbeat + resolution */
+    int64_t heartbeat_ns;   /* the loop's last heartbeat */
+    int64_t resolution_ns;
+    int64_t threshold_ns;
+    int64_t samples;        /* lag samples recorded so far */
+} lw_loop_live;
+
+void lw_loop_read_live(const lw_loop *m, lw_loop_live *out);
+
 /* In a forked child: the sampler thread does not exist there. Forget it
  * without joining and leave the sampler cleanly stopped (restartable). */
 void lw_loop_after_fork_child(lw_loop *m);

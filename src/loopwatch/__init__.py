@@ -10,11 +10,18 @@ from __future__ import annotations
 from .loop.stats import LatencyStats, LoopStats, LoopWindow, StackFrame, StallEvent
 from ._selector import IMPLEMENTATION, Histogram, LoopMonitor, TimerWheel, watch
 from .sessions.registry import RegistryFull, SessionEvent, SessionRegistry, SessionScope, SessionView
+from .status.client import StatusUnavailable, query_status
+from .status.paths import StatusFolderError, status_socket_path
+from .gateway.liveness import LivenessReport, LivenessThresholds
+from .gateway.diagnostics import Diagnostics
 
 __all__ = [
     "IMPLEMENTATION",
+    "Diagnostics",
     "Histogram",
     "LatencyStats",
+    "LivenessReport",
+    "LivenessThresholds",
     "LoopMonitor",
     "LoopStats",
     "LoopWindow",
@@ -25,8 +32,12 @@ __all__ = [
     "SessionView",
     "StackFrame",
     "StallEvent",
+    "StatusFolderError",
+    "StatusUnavailable",
     "TimerWheel",
     "__version__",
+    "query_status",
+    "status_socket_path",
     "watch",
 ]
 __version__ = "0.1.0"

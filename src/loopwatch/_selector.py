@@ -22,6 +22,7 @@ _TWINS: dict[str, tuple[str, str]] = {
     "TimerWheel": ("sessions.wheel_native", "sessions.wheel_twin"),
     "LoopMonitor": ("loop.native", "loop.twin"),
     "watch": ("loop.native", "loop.twin"),
+    "StatusCore": ("status.native", "status.twin"),
 }
 
 
@@ -61,3 +62,4 @@ Histogram = _chosen.Histogram
 TimerWheel = _chosen.TimerWheel
 LoopMonitor = _chosen.LoopMonitor
 watch = _chosen.watch
+StatusCore = _chosen.StatusCore

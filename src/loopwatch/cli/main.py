@@ -1,7 +1,9 @@
 """The ``loopwatch`` command.
 
-    loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] script.py [args ...]
+    loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] [--no-status] script.py [args ...]
     loopwatch run [options] -m module [args ...]
+    loopwatch status [--timeout S] [--json] [PID]
+    loopwatch demo [--fast] [--json]
 
 runs an asyncio program (asyncio or uvloop) with a loop monitor on every
 event loop it runs, without changing its code: stalls are reported live on
@@ -21,17 +23,23 @@ import traceback
 from typing import Sequence
 
 USAGE = """\
-usage: loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] script.py [args ...]
+usage: loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] [--no-status] script.py [args ...]
        loopwatch run [options] -m module [args ...]
+       loopwatch status [--timeout S] [--json] [PID]
+       loopwatch demo [--fast] [--json]
 
-Run an asyncio program with a monitor on every event loop it runs: stalls
-are reported on stderr while they happen, and a summary of each loop is
-printed at exit.
+run: run an asyncio program with a monitor on every event loop it runs:
+stalls are reported on stderr while they happen, a summary of each loop is
+printed at exit, and `loopwatch status PID` answers while it runs.
+status: ask watched processes how they are (see `loopwatch status --help`).
+demo: replay the seed report's failure against a real gateway and show
+loopwatch catch it (about a minute).
 
-options:
+run options:
   --resolution S       seconds between heartbeats and lag samples (default 0.01)
   --stall-threshold S  lag in seconds that counts as a stall (default 0.1)
   --no-stack           do not take the loop thread's stack for stall reports
+  --no-status          do not serve the status socket
   -m module            run a module as a script, like python -m
   -h, --help           show this help
 """
@@ -51,7 +59,8 @@ def _seconds(option: str, value: str) -> float:
 def parse_run_args(args: Sequence[str]) -> dict:
     """Options of ``loopwatch run``, then the program and its arguments.
     Everything after the script (or -m module) belongs to the program."""
-    options = {"resolution": 0.01, "stall_threshold": 0.1, "capture_stack": True}
+    options = {"resolution": 0.01, "stall_threshold": 0.1, "capture_stack": True,
+               "status": True}
     args = list(args)
     i = 0
     while i < len(args):
@@ -70,6 +79,8 @@ def parse_run_args(args: Sequence[str]) -> dict:
             options[name[2:].replace("-", "_")] = _seconds(name, value)
         elif arg == "--no-stack":
             options["capture_stack"] = False
+        elif arg == "--no-status":
+            options["status"] = False
         elif arg == "-m":
             if i + 1 >= len(args):
                 raise UsageError("-m expects a module name")
@@ -115,7 +126,21 @@ def run(argv: Sequence[str]) -> int:
                                      stall_threshold=parsed["stall_threshold"],
                                      capture_stack=parsed["capture_stack"])
 
-    watcher = LoopWatcher(monitor_for).install()
+    server = None
+    if parsed["status"]:
+        from loopwatch.status import server as status_server
+        from loopwatch.status.paths import StatusFolderError
+
+        try:
+            server = status_server.acquire(stall_lines=True)
+        except (StatusFolderError, OSError) as exc:
+            print(f"loopwatch run: status not served: {exc}", file=sys.stderr)
+
+    def on_watch(name, monitor):
+        if server is not None:
+            server.add_monitor(monitor, name)
+
+    watcher = LoopWatcher(monitor_for, on_watch).install()
     status = 0
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     try:
@@ -141,6 +166,10 @@ def run(argv: Sequence[str]) -> int:
         if saved_path0 is not None and sys.path and sys.path[0] != saved_path0:
             sys.path.pop(0)
     _print_summaries(watcher, format_summary)
+    if server is not None:
+        from loopwatch.status import server as status_server
+
+        status_server.release(server)
     watcher.stop_all()
     return status
 
@@ -177,6 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "run":
         return run(rest)
+    if command == "status":
+        from loopwatch.cli.status import main as status_main
+
+        return status_main(rest)
+    if command == "demo":
+        from loopwatch.cli.demo import main as demo_main
+
+        return demo_main(rest)
     print(f"loopwatch: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
     return 2
 

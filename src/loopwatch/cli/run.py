@@ -36,10 +36,15 @@ class LoopWatcher:
         monitor_factory: called with a loop, returns a (not started)
             LoopMonitor for it; e.g.
             ``lambda loop: loopwatch.LoopMonitor(loop, resolution=0.005)``.
+        on_watch: called with (name, monitor) in the loop's thread once a
+            new loop's monitor has started (``loopwatch run`` serves its
+            status this way).
     """
 
-    def __init__(self, monitor_factory: Callable[[Any], Any]) -> None:
+    def __init__(self, monitor_factory: Callable[[Any], Any],
+                 on_watch: Callable[[str, Any], Any] | None = None) -> None:
         self._factory = monitor_factory
+        self._on_watch = on_watch
         self._monitors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self.watched: list[tuple[str, Any]] = []  # (description, monitor), in order
         self._local = threading.local()
@@ -102,6 +107,8 @@ class LoopWatcher:
                 name += f"{type(loop).__qualname__}, thread {threading.current_thread().name})"
                 self.watched.append((name, monitor))
                 monitor.start()
+                if self._on_watch is not None:
+                    self._on_watch(name, monitor)
                 return
         if monitor.running:
             monitor._loop_started()

@@ -238,7 +238,13 @@ class LoopMonitorBase:
         self._longest_total_ns = 0
         self._longest_interval_ns = 0
         self._current_stall: tuple[int, int] | None = None  # (stall_id, started_ns)
+        self._current_report: StallEvent | None = None  # its "started" report
+        self._stalled_ns = 0  # the lengths of the stalls that ended
+        self._stalled_floor_ns = 0  # the highest stalled_seconds() answered
         self._suppressed: set[int] = set()
+        # Called with each report before it is logged (the status server
+        # acknowledges stalls this way); errors are logged, never raised.
+        self._stall_listeners: list[Callable[[StallEvent], Any]] = []
 
         # Time bases: counters are cumulative, windows subtract a baseline.
         self._started_ns: int | None = None
@@ -464,12 +470,13 @@ class LoopMonitorBase:
             stack, stack_error = None, None
             if self._capture_stack:
                 stack, stack_error = self._take_stack(thread_id, heartbeat_ns, started_ns)
+            report = StallEvent("started", stall_id, started_ns / 1e9, detected_ns / 1e9,
+                                duration_ns / 1e9, stack, stack_error, thread_id, loop)
             with self._lock:
                 self._stalls_total += 1
                 self._stalls_interval += 1
                 self._current_stall = (stall_id, started_ns)
-            report = StallEvent("started", stall_id, started_ns / 1e9, detected_ns / 1e9,
-                                duration_ns / 1e9, stack, stack_error, thread_id, loop)
+                self._current_report = report
         else:
             if stall_id in self._suppressed:
                 self._suppressed.discard(stall_id)
@@ -477,12 +484,19 @@ class LoopMonitorBase:
             with self._lock:
                 self._longest_total_ns = max(self._longest_total_ns, duration_ns)
                 self._longest_interval_ns = max(self._longest_interval_ns, duration_ns)
+                self._stalled_ns += duration_ns
                 if self._current_stall and self._current_stall[0] == stall_id:
                     self._current_stall = None
+                    self._current_report = None
             report = StallEvent("ended", stall_id, started_ns / 1e9, detected_ns / 1e9,
                                 duration_ns / 1e9, None, None, thread_id, loop)
         if _EXITING or sys.is_finalizing():
             return
+        for listener in list(self._stall_listeners):
+            try:
+                listener(report)
+            except Exception:
+                logger.exception("loopwatch: a stall listener raised")
         logger.warning("%s", report.format(self._threshold), extra={"loopwatch_event": report})
         if self._on_stall is not None:
             try:
@@ -516,6 +530,28 @@ class LoopMonitorBase:
             return None, "stack not captured: the stall ended before the stack could be taken"
         frames.reverse()
         return tuple(frames), None
+
+    # -- live state ---------------------------------------------------------
+    def current_stall(self) -> StallEvent | None:
+        """The ``started`` report of the stall going on now (with its stack
+        when one was taken), or None when the loop is not stalled."""
+        with self._lock:
+            return self._current_report
+
+    def stalled_seconds(self) -> float:
+        """Seconds the loop has spent stalled since the monitor was created:
+        the lengths of the stalls that ended plus the one going on, so far.
+        Non-decreasing; a stall counts once it is reported (past the
+        threshold), from the moment the loop became late."""
+        with self._lock:
+            total = self._stalled_ns
+            if self._current_stall is not None:
+                total += max(0, time.monotonic_ns() - self._current_stall[1])
+            # A stall's final length (to the heartbeat that ended it) can be
+            # a little shorter than "so far" read just before its end was
+            # handled: never answer less than before.
+            self._stalled_floor_ns = total = max(total, self._stalled_floor_ns)
+            return total / 1e9
 
     # -- snapshots ----------------------------------------------------------
     def _counters(self, now: int) -> dict[str, int]:
@@ -653,6 +689,7 @@ class LoopMonitorBase:
         self._reporter = None
         self._close_run_period(time.monotonic_ns(), read_cpu=False)
         self._current_stall = None
+        self._current_report = None
         try:
             self._remove_hooks()
         except Exception:  # a half-torn loop in the child: leave it be

@@ -51,6 +51,17 @@ cdef extern from "lw_loop.h" nogil:
     int64_t lw_loop_sample_count(const lw_loop *m)
     int64_t lw_loop_dropped_events(const lw_loop *m)
     void lw_loop_after_fork_child(lw_loop *m)
+    ctypedef struct lw_loop_live:
+        int running
+        int paused
+        int in_stall
+        int64_t stall_id
+        int64_t stall_started_ns
+        int64_t heartbeat_ns
+        int64_t resolution_ns
+        int64_t threshold_ns
+        int64_t samples
+    void lw_loop_read_live(const lw_loop *m, lw_loop_live *out)
 
 
 def now_ns():
@@ -144,6 +155,21 @@ cdef class _NativeCore:
 
     def sample_count(self):
         return lw_loop_sample_count(self._m)
+
+    def read_live(self):
+        """(sampling, loop_running, in_stall, stall_id, stall_started_ns,
+        heartbeat_ns, samples): what the sampler knows now."""
+        cdef lw_loop_live live
+        with nogil:
+            lw_loop_read_live(self._m, &live)
+        return (bool(live.running), not live.paused, bool(live.running and live.in_stall),
+                live.stall_id, live.stall_started_ns, live.heartbeat_ns, live.samples)
+
+    def _address(self):
+        """The lw_loop's address, for the native status server, which reads
+        its live figures without the GIL (it keeps this core alive while
+        it does)."""
+        return <size_t>self._m
 
     def dropped_events(self):
         return lw_loop_dropped_events(self._m)

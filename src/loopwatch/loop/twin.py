@@ -85,6 +85,16 @@ class _PyCore:
     def running(self) -> bool:
         return self._thread is not None
 
+    def read_live(self) -> tuple[bool, bool, bool, int, int, int, int]:
+        """(sampling, loop_running, in_stall, stall_id, stall_started_ns,
+        heartbeat_ns, samples): what the sampler knows now."""
+        with self._mutex:
+            sampling = self._thread is not None and not self._stopping
+            in_stall = sampling and self._in_stall
+            started = self._stall_heartbeat + self._res if in_stall else 0
+            return (sampling, not self._paused, in_stall, self._stall_id, started,
+                    self._heartbeat, self._samples)
+
     def _run(self) -> None:
         res = self._res
         prev_heartbeat = self._heartbeat
