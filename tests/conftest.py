@@ -48,3 +48,13 @@ def loop(loop_kind: str):
     yield lp
     if not lp.is_closed():
         lp.close()
+
+
+@pytest.fixture
+def runtime_dir(tmp_path, monkeypatch):
+    """A private XDG_RUNTIME_DIR (status sockets) for this test and the
+    processes it starts."""
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
+    return folder

@@ -214,6 +214,18 @@ static int send_all(int fd, const char *buf, size_t len)
     return 0;
 }
 
+/* What a client sent is never read, but closing a Unix socket with unread
+ * input resets the connection, and the client could lose the document:
+ * drop what is there now (bounded), then close. */
+static void discard_input(int fd)
+{
+    char junk[4096];
+    int rounds;
+    for (rounds = 0; rounds < 64; rounds++)
+        if (recv(fd, junk, sizeof junk, 0) <= 0)
+            break;
+}
+
 /* -- lifecycle ------------------------------------------------------------ */
 
 lw_status *lw_status_new(int listen_fd, int scratch_fd, int64_t fresh_wait_ns)
@@ -555,7 +567,7 @@ static void build_document(lw_status *s, sbuf *doc, int fresh)
         sb_str(doc, ",");
         sb_put(doc, s->published + 1, s->published_len - 1);
     } else {
-        sb_str(doc, "}");
+        sb_fmt(doc, ",\"pid\":%lld}", 0, (long long)getpid());
     }
     sb_str(doc, "\n");
 }
@@ -577,6 +589,7 @@ static void answer(lw_status *s, int *clients, int n, sbuf *doc)
     for (i = 0; i < n; i++) {
         if (!doc->oom && send_all(clients[i], doc->p, doc->len) == 0)
             atomic_fetch_add(&s->served, 1);
+        discard_input(clients[i]);
         close(clients[i]);
     }
 }

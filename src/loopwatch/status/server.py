@@ -134,6 +134,7 @@ class StatusServer:
             self._core = core
             for loop_id, (monitor, name) in self._loops.items():
                 self._attach_live(loop_id, monitor, name)
+            self._publish(core)  # a first document, for clients that come while Python cannot run
             self._publisher = threading.Thread(target=self._publish_loop, args=(core,),
                                                name="loopwatch-status-publisher", daemon=True)
             self._publisher.start()
@@ -235,6 +236,9 @@ class StatusServer:
         with self._lock:
             self._liveness = dict(record)
             self._liveness_at = time.monotonic()
+            core = self._core
+        if core is not None:  # so a native stall is served with this line
+            self._publish(core)
 
     # -- the document --------------------------------------------------------
     def document(self) -> dict[str, Any]:
@@ -260,20 +264,21 @@ class StatusServer:
         doc["limits"] = {"stuck_listed_max": document.MAX_STUCK_LISTED}
         return doc
 
+    def _publish(self, core: Any) -> None:
+        try:
+            payload = json.dumps(self.document(), separators=(",", ":"), default=str).encode()
+            core.publish(payload)
+            self.published += 1
+        except Exception:  # never let one bad source end status
+            logger.exception("loopwatch: building the status document failed")
+
     def _publish_loop(self, core: Any) -> None:
         while True:
             got = core.wait_request(None)
             if got < 0:
                 return
-            if got == 0:
-                continue
-            try:
-                payload = json.dumps(self.document(), separators=(",", ":"),
-                                     default=str).encode()
-                core.publish(payload)
-                self.published += 1
-            except Exception:  # never let one bad source end status
-                logger.exception("loopwatch: building the status document failed")
+            if got > 0:
+                self._publish(core)
 
 
 def _running_loop() -> Any:

@@ -173,7 +173,7 @@ class StatusCore:
         }
         text = json.dumps(head, separators=(",", ":")).encode()
         if self._published is None:
-            return text + b"\n"
+            return text[:-1] + b',"pid":%d}\n' % os.getpid()
         return text[:-1] + b"," + self._published[1:] + b"\n"
 
     def _answer(self, clients: list[socket.socket]) -> None:
@@ -194,6 +194,11 @@ class StatusCore:
                 client.settimeout(_WRITE_TIMEOUT)
                 client.sendall(document)
                 self._served += 1
+                # Unread input would reset the connection on close: drop it.
+                client.setblocking(False)
+                for _ in range(64):
+                    if not client.recv(4096):
+                        break
             except OSError:
                 pass
             finally:
