@@ -270,3 +270,32 @@ def test_a_process_that_does_not_answer_times_out(runtime_dir):
     finally:
         listener.close()
         os.unlink(path)
+
+
+FORK_SCRIPT = r"""
+import asyncio, os, sys, loopwatch
+from loopwatch.status import server as status_server
+
+async def main():
+    async with loopwatch.Diagnostics(liveness_interval=5.0) as diag:
+        path = diag.status_path
+        pid = os.fork()
+        if pid == 0:
+            # The child neither serves nor removes the parent's socket.
+            ok = status_server.current_server() is None and os.path.exists(path)
+            os._exit(0 if ok else 3)
+        _, code = os.waitpid(pid, 0)
+        doc = await asyncio.get_running_loop().run_in_executor(None, loopwatch.query_status)
+        print(os.waitstatus_to_exitcode(code), doc["pid"] == os.getpid(), os.path.exists(path))
+    print(os.path.exists(path))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_leaves_the_parents_socket_alone(impl, runtime_dir):
+    run = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, **impl_env(impl.name)), cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["0", "True", "True", "False"], run.stdout + run.stderr

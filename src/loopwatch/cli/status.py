@@ -108,7 +108,10 @@ def _stalled_now(doc: dict[str, Any]) -> tuple[bool, float]:
 
 
 def _command(doc: dict[str, Any], width: int = 40) -> str:
-    text = " ".join(printable(a) for a in doc.get("argv", []))
+    argv = [printable(a) for a in doc.get("argv", [])]
+    if argv and width < 60:  # the list: the program's name, not its folder
+        argv[0] = argv[0].rsplit("/", 1)[-1]
+    text = " ".join(argv)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -139,13 +142,13 @@ def format_process(doc: dict[str, Any], answered_in: float | None = None) -> str
         where = f"{loop.get('loop_class')}, thread {printable(loop.get('thread'))}"
         lines.append(f"  loop {loop['id']}: {name}" + ("" if str(loop.get("loop_class")).split(".")[-1]
                                                         in name else f" ({where})"))
-        lines.append("                 lag p50      p99      max      util   cpu    stalls  longest")
-        for label, w in (("  interval", iv), ("  total", tot)):
+        lines.append("                  lag p50      p99      max   util   cpu  stalls  longest")
+        for label, w in ((f"  last {iv['duration_s']:.0f} s", iv), ("  total", tot)):
             lag = w["lag_ms"]
-            lines.append(f"  {label:<13}{_ms(lag['p50']):>8} {_ms(lag['p99']):>8} "
-                         f"{_ms(lag['max']):>8}  {_pct(w['utilization']):>5} "
-                         f"{'-' if w['cpu_core_ratio'] is None else format(w['cpu_core_ratio'], '.2f'):>5}"
-                         f"  {w['stall_count']:>6}  {w['longest_stall_s']:.2f} s")
+            cpu = "-" if w["cpu_core_ratio"] is None else format(w["cpu_core_ratio"], ".2f")
+            lines.append(f"  {label:<14}{_ms(lag['p50']):>9} {_ms(lag['p99']):>8} "
+                         f"{_ms(lag['max']):>8} {_pct(w['utilization']):>6} {cpu:>5} "
+                         f"{w['stall_count']:>7}  {w['longest_stall_s']:.2f} s")
         now = live.get(loop["id"], {})
         current = loop.get("current_stall")
         if now.get("stalled"):
@@ -165,7 +168,7 @@ def format_process(doc: dict[str, Any], answered_in: float | None = None) -> str
             lines += _stack_lines(current)
     sessions = doc.get("sessions")
     if sessions:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(sessions["counts"].items()))
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(sessions["counts"].items()) if v)
         lines.append("")
         lines.append(f"  sessions: {sessions['total']} ({counts}); "
                      f"stuck: {sessions['stuck_count']}")
