@@ -117,6 +117,7 @@ lw_hdr_status lw_hdr_new(int64_t lowest, int64_t highest, int significant_figure
     h->sub_bucket_mask = ((int64_t)sub_bucket_count - 1) << unit_magnitude;
     h->bucket_count = bucket_count;
     h->counts_len = (int32_t)counts_len;
+    h->highest_recordable = lw_hdr_highest_equivalent(h, lw_hdr_value_at_index(h, h->counts_len - 1));
     lw_hdr__clear(h);
     *out = h;
     return LW_HDR_OK;
@@ -136,6 +137,7 @@ lw_hdr *lw_hdr_copy(const lw_hdr *h) {
 
 int64_t lw_hdr_lowest_trackable(const lw_hdr *h) { return h->lowest_trackable; }
 int64_t lw_hdr_highest_trackable(const lw_hdr *h) { return h->highest_trackable; }
+int64_t lw_hdr_highest_recordable(const lw_hdr *h) { return h->highest_recordable; }
 int lw_hdr_significant_figures(const lw_hdr *h) { return h->significant_figures; }
 int32_t lw_hdr_counts_len(const lw_hdr *h) { return h->counts_len; }
 
@@ -172,8 +174,8 @@ static void update_min_max(lw_hdr *h, int64_t value) {
 int lw_hdr_record(lw_hdr *h, int64_t value, int64_t count) {
     int saturated = 0;
     assert(value >= 0 && count >= 0);
-    if (value > h->highest_trackable) {
-        value = h->highest_trackable;
+    if (value > h->highest_recordable) {
+        value = h->highest_recordable;
         saturated = 1;
         atomic_fetch_add_explicit(&h->saturated_count, count, memory_order_relaxed);
     }
@@ -197,8 +199,8 @@ void lw_hdr_record_corrected(lw_hdr *h, int64_t value, int64_t expected_interval
     while (k <= missing) {
         int64_t term = value - k * expected_interval;
         int64_t last;
-        if (term > h->highest_trackable)
-            last = (value - h->highest_trackable - 1) / expected_interval;
+        if (term > h->highest_recordable)
+            last = (value - h->highest_recordable - 1) / expected_interval;
         else
             last = (value - lw_hdr_lowest_equivalent(h, term)) / expected_interval;
         if (last > missing) last = missing;

@@ -52,13 +52,18 @@ lw_hdr *lw_hdr_copy(const lw_hdr *h);
 
 int64_t lw_hdr_lowest_trackable(const lw_hdr *h);
 int64_t lw_hdr_highest_trackable(const lw_hdr *h);
+/* The top of the last bucket of the counts array: >= highest_trackable
+ * (up to about twice it), never above INT64_MAX. Values up to it are
+ * recorded exactly, as HdrHistogram (Java) and the Python package do. */
+int64_t lw_hdr_highest_recordable(const lw_hdr *h);
 int lw_hdr_significant_figures(const lw_hdr *h);
 int32_t lw_hdr_counts_len(const lw_hdr *h);
 int lw_hdr_same_layout(const lw_hdr *a, const lw_hdr *b);
 
 /* Record `count` occurrences of `value` (value >= 0, count >= 0). A value
- * above highest_trackable is recorded as highest_trackable and added to the
- * saturated count. Returns 1 when the value saturated, else 0. */
+ * above highest_recordable (past the end of the counts array) is recorded as
+ * highest_recordable and added to the saturated count. Returns 1 when the
+ * value saturated, else 0. */
 int lw_hdr_record(lw_hdr *h, int64_t value, int64_t count);
 /* HdrHistogram's coordinated-omission correction (as in HdrHistogram_c and
  * Java): also records value - k * expected_interval for every k >= 1 while
@@ -77,7 +82,7 @@ double lw_hdr_mean(const lw_hdr *h);
 double lw_hdr_stdev(const lw_hdr *h);
 /* percentile in [0, 100]; 0 when empty. */
 int64_t lw_hdr_value_at_percentile(const lw_hdr *h, double percentile);
-/* value in [0, highest_trackable]. */
+/* value in [0, highest_recordable]. */
 int64_t lw_hdr_count_at_value(const lw_hdr *h, int64_t value);
 
 int64_t lw_hdr_lowest_equivalent(const lw_hdr *h, int64_t value);
@@ -102,8 +107,14 @@ void lw_hdr_reset(lw_hdr *h);
 size_t lw_hdr_encode_bound(const lw_hdr *h);
 size_t lw_hdr_encode_counts(const lw_hdr *h, uint8_t *buf, size_t cap);
 /* Decode a V2 counts payload into an empty histogram of the declared
- * layout. On error the histogram is left empty. */
+ * layout. Every count of the array is kept at its own bucket, past
+ * highest_trackable too (nothing saturates). On error the histogram is left
+ * empty. */
 lw_hdr_status lw_hdr_decode_counts(lw_hdr *h, const uint8_t *buf, size_t len);
+/* Set the saturated count of a histogram just decoded (restoring a copy
+ * whose encoding could not carry it): LW_HDR_EINVAL unless
+ * 0 <= saturated <= total count. */
+lw_hdr_status lw_hdr_set_saturated(lw_hdr *h, int64_t saturated);
 
 #ifdef __cplusplus
 }

@@ -69,12 +69,12 @@ size_t lw_hdr_encode_counts(const lw_hdr *h, uint8_t *buf, size_t cap) {
 }
 
 lw_hdr_status lw_hdr_decode_counts(lw_hdr *h, const uint8_t *buf, size_t len) {
-    int64_t index = 0, total = 0, saturated = 0;
+    int64_t index = 0, total = 0;
     int32_t min_index = -1, max_index = -1;
-    /* Other implementations accept values up to the end of the last bucket,
-     * past highest_trackable; such counts are folded into highest's bucket
-     * and counted as saturated, as record() does, never dropped. */
-    const int32_t top = lw_hdr__counts_index_for(h, h->highest_trackable);
+    /* Every index of the counts array is a real bucket, including those past
+     * highest_trackable's (Java and the Python package record values up to
+     * the end of the array): their counts are kept where they are, so that
+     * encoding the result gives back the same counts. */
     size_t pos = 0;
     lw_hdr_status status = LW_HDR_OK;
     lw_hdr__clear(h);
@@ -94,10 +94,6 @@ lw_hdr_status lw_hdr_decode_counts(lw_hdr *h, const uint8_t *buf, size_t len) {
             if (v > INT64_MAX - total) { status = LW_HDR_EOVERFLOW; break; }
             total += v;
             int32_t at = (int32_t)index;
-            if (at > top) {
-                at = top;
-                saturated += v;
-            }
             atomic_fetch_add_explicit(&h->counts[at], v, memory_order_relaxed);
             if (min_index < 0) min_index = at;
             max_index = at;
@@ -110,12 +106,17 @@ lw_hdr_status lw_hdr_decode_counts(lw_hdr *h, const uint8_t *buf, size_t len) {
     }
     if (total) {
         atomic_store_explicit(&h->total_count, total, memory_order_relaxed);
-        atomic_store_explicit(&h->saturated_count, saturated, memory_order_relaxed);
         atomic_store_explicit(&h->min_value, lw_hdr_value_at_index(h, min_index), memory_order_relaxed);
         /* The bucket's top, as HdrHistogram_py and HdrHistogram_c do when
          * decoding: an encoding cannot tell which value of the bucket it was. */
         atomic_store_explicit(&h->max_value, lw_hdr_highest_equivalent(h, lw_hdr_value_at_index(h, max_index)),
                               memory_order_relaxed);
     }
+    return LW_HDR_OK;
+}
+
+lw_hdr_status lw_hdr_set_saturated(lw_hdr *h, int64_t saturated) {
+    if (saturated < 0 || saturated > lw_hdr__load(&h->total_count)) return LW_HDR_EINVAL;
+    atomic_store_explicit(&h->saturated_count, saturated, memory_order_relaxed);
     return LW_HDR_OK;
 }

@@ -8,6 +8,7 @@
 struct lw_hdr {
     int64_t lowest_trackable;
     int64_t highest_trackable;
+    int64_t highest_recordable; /* the top of the last bucket of counts[] */
     int64_t sub_bucket_mask;
     int32_t significant_figures;
     int32_t unit_magnitude;

@@ -79,14 +79,17 @@ def test_record_with_count(impl):
 
 def test_saturation_is_counted_not_dropped(impl):
     h = impl.Histogram(1, 1000, 2)
+    assert h.highest_recordable == 1023  # the top of the last bucket
     h.record(5000)
     h.record(10**30, 3)  # beyond int64: still saturates
     h.record(999)
-    assert h.total_count == 5
+    h.record(1010)  # past highest_trackable but inside the last bucket: a real value
+    assert h.total_count == 6
     assert h.saturated_count == 4
-    assert h.count_at(1000) == 4  # 999 has a bucket of its own at 2 figures
-    assert h.count_at(999) == 1
-    assert h.value_at_percentile(100) == h.max >= 1000
+    assert h.count_at(1023) == 4  # saturated values are recorded as highest_recordable
+    assert h.count_at(1010) == 1
+    assert h.count_at(999) == 1  # 999 has a bucket of its own at 2 figures
+    assert h.value_at_percentile(100) == h.max == 1023
 
 
 @pytest.mark.parametrize("bad", [-1, -(10**30)])
@@ -151,8 +154,9 @@ def test_bad_percentile(impl, bad):
 
 def test_count_at_out_of_range(impl):
     h = impl.Histogram(1, 1000, 3)
-    with pytest.raises(ValueError, match="highest_trackable"):
-        h.count_at(1001)
+    assert h.count_at(2047) == 0  # up to highest_recordable
+    with pytest.raises(ValueError, match="highest_recordable"):
+        h.count_at(2048)
     with pytest.raises(ValueError):
         h.count_at(-1)
 
@@ -188,10 +192,13 @@ def test_record_corrected_is_bounded_by_buckets_not_by_ratio(impl):
 
 def test_record_corrected_saturates_high_terms(impl):
     h = impl.Histogram(1, 1000, 3)
-    h.record_corrected(5000, 1000)  # 5000, 4000, 3000, 2000 saturate; 1000 fits
+    h.record_corrected(5000, 1000)  # 5000, 4000, 3000 saturate; 2000 and 1000 fit
+    assert h.highest_recordable == 2047
     assert h.total_count == 5
-    assert h.saturated_count == 4
-    assert h.count_at(1000) == 5
+    assert h.saturated_count == 3
+    assert h.count_at(2047) == 3
+    assert h.count_at(2000) == 1
+    assert h.count_at(1000) == 1
 
 
 def test_record_corrected_bad_input(impl):

@@ -101,18 +101,23 @@ def _zigzag(n):
 
 
 @pytest.mark.parametrize("highest, figures", [(1000, 2), (3_600_000_000, 3), (2, 1), (100, 3)])
-def test_counts_past_highest_saturate(impl, highest, figures):
+def test_counts_past_highest_are_kept_as_real_values(impl, highest, figures):
     from loopwatch.hdr.layout import layout
 
     last = layout(1, highest, figures).counts_len - 1
-    # 2 in bucket 1, then 5 in the very last bucket, beyond highest_trackable
+    # 2 in bucket 1, then 5 in the very last bucket, beyond highest_trackable:
+    # Java and the hdrhistogram package record there, so it is real data
     payload = _zigzag(-1) + _zigzag(2) + _zigzag(-(last - 2)) + _zigzag(5)
-    h = impl.Histogram.decode(frame(payload, figures=figures, highest=highest))
+    data = frame(payload, figures=figures, highest=highest)
+    h = impl.Histogram.decode(data)
     assert h.total_count == 7
-    assert h.saturated_count == 5
-    assert h.count_at(highest) == 5
-    assert h.value_at_percentile(100) == h.max >= highest
+    assert h.saturated_count == 0
+    assert h.count_at(h.highest_recordable) == 5
+    assert h.value_at_percentile(100) == h.max == h.highest_recordable > highest
     assert h.min == 1
+    # lossless: the same counts come back out
+    assert impl.Histogram.decode(h.encode()) == h
+    assert base64.b64decode(h.encode()) == base64.b64decode(data)
 
 
 def test_whitespace_around_base64_is_accepted(impl):

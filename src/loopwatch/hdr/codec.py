@@ -103,3 +103,32 @@ def decode_frame(data: object) -> Decoded:
     except zlib.error as exc:
         raise ValueError(f"encoded histogram is not valid zlib data: {exc}") from None
     return Decoded(lowest, highest, figures, payload)
+
+
+#: Layout of the state a pickled Histogram carries: (version, encode()
+#: output, saturated_count). The same for both implementations.
+PICKLE_VERSION = 1
+
+
+def unpickle(implementation: str, version: int, data: bytes, saturated: int) -> object:
+    """Rebuild a pickled Histogram (the reconstructor both ``__reduce__`` name).
+
+    The state is the histogram's own V2 encoding plus the saturated count
+    the format cannot carry, so a pickle written by either implementation
+    holds the same state. It loads as the implementation that wrote it; a
+    native pickle loads as the pure-Python twin where the native extension
+    cannot be imported (as ``loopwatch`` itself falls back).
+    """
+    if version != PICKLE_VERSION:
+        raise ValueError(f"unsupported Histogram pickle version {version!r}")
+    cls: object
+    if implementation == "native":
+        try:
+            from .native import Histogram as cls
+        except ImportError:
+            from .twin import Histogram as cls
+    elif implementation == "python":
+        from .twin import Histogram as cls
+    else:
+        raise ValueError(f"unknown Histogram implementation {implementation!r}")
+    return cls._restore(data, saturated)  # type: ignore[attr-defined]

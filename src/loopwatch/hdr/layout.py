@@ -87,6 +87,16 @@ def as_count_value(name: str, value: object) -> int:
         raise TypeError(f"{name} must be an integer, not {type(value).__name__}") from None
 
 
+def as_value(name: str, value: object) -> int:
+    """A value or interval argument: an integer >= 0, taken as 2**63 - 1
+    when larger (the native reader's int64 rule, so both twins agree: such
+    a value is past every histogram's range and saturates)."""
+    value = as_count_value(name, value)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value if value <= INT64_MAX else INT64_MAX
+
+
 def check_percentile(p: object) -> float:
     """A percentile in [0, 100] as a float; ValueError or TypeError otherwise."""
     if isinstance(p, (str, bytes)) or p is None:

@@ -16,6 +16,7 @@ cdef extern from "lw_hdr.h" nogil:
     lw_hdr *lw_hdr_copy(const lw_hdr *h)
     int64_t lw_hdr_lowest_trackable(const lw_hdr *h)
     int64_t lw_hdr_highest_trackable(const lw_hdr *h)
+    int64_t lw_hdr_highest_recordable(const lw_hdr *h)
     int lw_hdr_significant_figures(const lw_hdr *h)
     int32_t lw_hdr_counts_len(const lw_hdr *h)
     int lw_hdr_same_layout(const lw_hdr *a, const lw_hdr *b)
@@ -38,3 +39,4 @@ cdef extern from "lw_hdr.h" nogil:
     size_t lw_hdr_encode_bound(const lw_hdr *h)
     size_t lw_hdr_encode_counts(const lw_hdr *h, uint8_t *buf, size_t cap)
     lw_hdr_status lw_hdr_decode_counts(lw_hdr *h, const uint8_t *buf, size_t length)
+    lw_hdr_status lw_hdr_set_saturated(lw_hdr *h, int64_t saturated)

@@ -11,13 +11,15 @@ from loopwatch.hdr.lw_hdr cimport *
 
 from loopwatch.hdr import codec as _hdr_codec
 from loopwatch.hdr.layout import as_count_value, check_percentile, layout
+from loopwatch.hdr.codec import PICKLE_VERSION as _PICKLE_VERSION, unpickle as _unpickle
 
 _OVERFLOW = "histogram total count would exceed 2**63 - 1"
 
 
 cdef inline int64_t _nonneg(str name, object obj, bint saturate) except -1:
-    """An int argument >= 0. Past int64, a value that saturates anyway is
-    clamped to INT64_MAX; any other argument overflows the histogram."""
+    """An int argument >= 0 (layout.as_value / as_count in the twin). Past
+    int64, a value or interval is taken as INT64_MAX; a count overflows the
+    histogram."""
     cdef int overflow = 0
     cdef long long v
     if type(obj) is not int:
@@ -56,8 +58,13 @@ cdef class Histogram:
 
     @property
     def highest_trackable(self):
-        """Largest value tracked; larger ones saturate to it."""
+        """The configured upper bound of the range (see highest_recordable)."""
         return lw_hdr_highest_trackable(self._h)
+
+    @property
+    def highest_recordable(self):
+        """Largest value recorded as itself: the top of the last bucket, >= highest_trackable."""
+        return lw_hdr_highest_recordable(self._h)
 
     @property
     def significant_figures(self):
@@ -89,7 +96,7 @@ cdef class Histogram:
 
     @property
     def saturated_count(self):
-        """How many of them were above highest_trackable (recorded as it)."""
+        """How many of them were above highest_recordable (recorded as it)."""
         return lw_hdr_saturated_count(self._h)
 
     @property
@@ -129,10 +136,10 @@ cdef class Histogram:
     def count_at(self, value):
         """Count recorded in the bucket that ``value`` falls in."""
         value = as_count_value("value", value)
-        highest = lw_hdr_highest_trackable(self._h)
+        highest = lw_hdr_highest_recordable(self._h)
         if not 0 <= value <= highest:
             raise ValueError(
-                f"value must be between 0 and highest_trackable ({highest}), got {value}")
+                f"value must be between 0 and highest_recordable ({highest}), got {value}")
         return lw_hdr_count_at_value(self._h, value)
 
     def recorded(self):
@@ -197,6 +204,27 @@ cdef class Histogram:
         if status != LW_HDR_OK:
             raise ValueError("encoded counts are malformed or run past the histogram's buckets")
         return hist
+
+    @classmethod
+    def _restore(cls, data, saturated):
+        """The histogram of an encoding plus the saturated count it could not
+        carry (unpickling); ValueError if they do not fit together."""
+        cdef Histogram hist = cls.decode(data)
+        cdef int64_t sat = _nonneg("saturated_count", saturated, False)
+        if lw_hdr_set_saturated(hist._h, sat) != LW_HDR_OK:
+            raise ValueError(
+                f"saturated_count {saturated} exceeds the total count {hist.total_count}")
+        return hist
+
+    def __reduce__(self):
+        return (_unpickle, ("native", _PICKLE_VERSION, self.encode(),
+                            lw_hdr_saturated_count(self._h)))
+
+    def __copy__(self):
+        return self.copy()
+
+    def __deepcopy__(self, memo):
+        return self.copy()
 
     def __eq__(self, other):
         if not isinstance(other, Histogram):

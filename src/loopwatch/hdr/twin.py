@@ -6,7 +6,7 @@ import math
 from typing import Iterable, Iterator
 
 from . import codec as _hdr_codec
-from .layout import INT64_MAX, as_count_value, check_percentile, layout
+from .layout import INT64_MAX, as_count_value, as_value, check_percentile, layout
 
 __all__ = ["Histogram"]
 
@@ -21,15 +21,31 @@ class Histogram:
 
     Args:
         lowest_trackable: smallest value distinguishable from 0 (>= 1).
-        highest_trackable: largest value tracked (>= 2 x lowest_trackable);
-            larger values are recorded as this one and counted in
+        highest_trackable: largest value the range must hold
+            (>= 2 x lowest_trackable). The buckets it needs reach a little
+            further, to :attr:`highest_recordable` (about twice as far at
+            most): values up to there are recorded as themselves, as
+            HdrHistogram (Java) and the ``hdrhistogram`` package do; larger
+            values are recorded as :attr:`highest_recordable` and counted in
             :attr:`saturated_count`.
         significant_figures: value precision, 1 to 5.
+
+    Arguments: ``value`` and ``expected_interval`` are integers >= 0;
+    above 2**63 - 1 they are taken as 2**63 - 1 (so such a value saturates,
+    and ``record_corrected`` corrects as for 2**63 - 1). ``count`` is never
+    clamped: a count that would take the total past 2**63 - 1 raises
+    OverflowError and records nothing. Both implementations follow the same
+    rules.
+
+    Histograms pickle (every protocol) and support ``copy.copy`` and
+    ``copy.deepcopy``; a pickle holds the V2 encoding plus the saturated
+    count, the same state for both implementations (see
+    :func:`loopwatch.hdr.codec.unpickle`).
     """
 
     __slots__ = (
         "_lowest", "_highest", "_figures", "_unit", "_half_mag", "_sub_count",
-        "_half_count", "_mask", "_counts", "_total", "_saturated", "_min", "_max",
+        "_half_count", "_mask", "_top", "_counts", "_total", "_saturated", "_min", "_max",
     )
 
     def __init__(
@@ -48,6 +64,7 @@ class Histogram:
         self._half_count = geometry.sub_bucket_half_count
         self._mask = geometry.sub_bucket_mask
         self._counts = [0] * geometry.counts_len
+        self._top = self._highest_equivalent(self._value_at_index(geometry.counts_len - 1))
         self._clear()
 
     def _clear(self) -> None:
@@ -95,8 +112,18 @@ class Histogram:
 
     @property
     def highest_trackable(self) -> int:
-        """Largest value tracked; larger ones saturate to it."""
+        """The configured upper bound of the range (see highest_recordable)."""
         return self._highest
+
+    @property
+    def highest_recordable(self) -> int:
+        """Largest value recorded as itself: the top of the last bucket, >= highest_trackable.
+
+        Values between highest_trackable and this one are real counts, as
+        in HdrHistogram (Java) and the ``hdrhistogram`` package, so
+        encodings of theirs that hold such values decode without loss.
+        """
+        return self._top
 
     @property
     def significant_figures(self) -> int:
@@ -105,8 +132,8 @@ class Histogram:
 
     # -- recording ---------------------------------------------------------------
     def _add(self, value: int, count: int) -> None:
-        if value > self._highest:
-            value = self._highest
+        if value > self._top:
+            value = self._top
             self._saturated += count
         if count == 0:
             return
@@ -120,15 +147,17 @@ class Histogram:
     def record(self, value: int, count: int = 1) -> None:
         """Record ``count`` occurrences of ``value``.
 
+        A value above :attr:`highest_recordable` (any value above 2**63 - 1
+        included) is recorded as highest_recordable and counted in
+        :attr:`saturated_count`.
+
         Raises:
             TypeError: value or count is not an integer.
             ValueError: value or count is negative.
             OverflowError: the total count would exceed 2**63 - 1.
         """
-        value = as_count_value("value", value)
+        value = as_value("value", value)
         count = as_count_value("count", count)
-        if value < 0:
-            raise ValueError(f"value must be >= 0, got {value}")
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
         if count > INT64_MAX - self._total:
@@ -143,15 +172,12 @@ class Histogram:
         too: ``value - k * expected_interval`` for every k while that is still
         >= ``expected_interval``. An interval of 0 records ``value`` alone.
         The work is bounded by the number of buckets, not by
-        ``value / expected_interval``.
+        ``value / expected_interval``. ``value`` and ``expected_interval``
+        above 2**63 - 1 are taken as 2**63 - 1 before anything else.
         """
-        value = as_count_value("value", value)
-        interval = as_count_value("expected_interval", expected_interval)
+        value = as_value("value", value)
+        interval = as_value("expected_interval", expected_interval)
         count = as_count_value("count", count)
-        if value < 0:
-            raise ValueError(f"value must be >= 0, got {value}")
-        if interval < 0:
-            raise ValueError(f"expected_interval must be >= 0, got {interval}")
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
         missing = value // interval - 1 if interval and value > interval else 0
@@ -161,9 +187,9 @@ class Histogram:
         k = 1
         while k <= missing:
             term = value - k * interval
-            if term > self._highest:
-                # every term above the range saturates into the last bucket
-                last = min(missing, (value - self._highest - 1) // interval)
+            if term > self._top:
+                # every term past the counts array saturates into the last bucket
+                last = min(missing, (value - self._top - 1) // interval)
             else:
                 floor, _ = self._range_of(term)
                 last = min(missing, (value - floor) // interval)
@@ -178,7 +204,7 @@ class Histogram:
 
     @property
     def saturated_count(self) -> int:
-        """How many of them were above highest_trackable (recorded as it)."""
+        """How many of them were above highest_recordable (recorded as it)."""
         return self._saturated
 
     @property
@@ -265,8 +291,8 @@ class Histogram:
     def count_at(self, value: int) -> int:
         """Count recorded in the bucket that ``value`` falls in."""
         value = as_count_value("value", value)
-        if not 0 <= value <= self._highest:
-            raise ValueError(f"value must be between 0 and highest_trackable ({self._highest}), got {value}")
+        if not 0 <= value <= self._top:
+            raise ValueError(f"value must be between 0 and highest_recordable ({self._top}), got {value}")
         return self._counts[self._index_for(value)]
 
     def recorded(self) -> Iterator[tuple[int, int]]:
@@ -366,11 +392,12 @@ class Histogram:
     def _load_payload(self, payload: bytes) -> None:
         counts = self._counts
         size = len(counts)
-        index = total = pos = saturated = 0
+        index = total = pos = 0
         first = last = -1
-        # counts past highest_trackable's bucket (other implementations accept
-        # values up to the end of the last bucket) saturate, as record() does
-        top = self._index_for(self._highest)
+        # every index of the array is a real bucket, those past
+        # highest_trackable's too (Java and the hdrhistogram package record up
+        # to the end of the array): counts stay where they are, so that
+        # encode(decode(x)) gives back x's counts
         end = len(payload)
         while pos < end:
             value = shift = 0
@@ -398,21 +425,36 @@ class Histogram:
                 if value > INT64_MAX - total:
                     raise ValueError("encoded counts add up to more than 2**63 - 1")
                 total += value
-                at = index
-                if at > top:
-                    at = top
-                    saturated += value
-                counts[at] += value
+                counts[index] += value
                 if first < 0:
-                    first = at
-                last = at
+                    first = index
+                last = index
             index += 1
         if total:
             self._total = total
-            self._saturated = saturated
             self._min = self._value_at_index(first)
             # the bucket's top, as other HdrHistogram decoders do
             self._max = self._highest_equivalent(self._value_at_index(last))
+
+    @classmethod
+    def _restore(cls, data: bytes, saturated: int) -> Histogram:
+        """The histogram of an encoding plus the saturated count it could not
+        carry (unpickling); ValueError if they do not fit together."""
+        hist = cls.decode(data)
+        saturated = as_count_value("saturated_count", saturated)
+        if not 0 <= saturated <= hist._total:
+            raise ValueError(f"saturated_count {saturated} exceeds the total count {hist._total}")
+        hist._saturated = saturated
+        return hist
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (_hdr_codec.unpickle, ("python", _hdr_codec.PICKLE_VERSION, self.encode(), self._saturated))
+
+    def __copy__(self) -> Histogram:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Histogram:
+        return self.copy()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Histogram):
