@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import io
 import re
 from pathlib import Path
@@ -46,3 +47,16 @@ def test_other_examples_run(capsys):
     printed = capsys.readouterr().out.split()
     # the monitor example prints p99 lag (ms), utilization and stall count
     assert len(printed) == 3 and printed[2] == "0"
+
+
+def test_gateway_example(impl, monkeypatch, runtime_dir, capsys):
+    import loopwatch
+
+    monkeypatch.setattr(loopwatch, "LoopMonitor", impl.LoopMonitor)
+    monkeypatch.setattr("loopwatch.gateway.diagnostics.LoopMonitor", impl.LoopMonitor)
+    code = _section_code("## In a gateway")
+    exec(compile(code, "README.md (gateway)", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    promised = re.findall(r"^\s*print\(.*\)\s*#\s*(.*?)\s*$", code, re.M)
+    assert printed == promised == ["True", "True 1"]
+    assert not os.listdir(runtime_dir / "loopwatch")  # the socket is gone
