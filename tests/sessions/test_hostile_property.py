@@ -115,7 +115,7 @@ def run_wheel(TimerWheel, ops):
 
 @SETTINGS
 @given(ops=WHEEL_OPS)
-def test_wheels_answer_alike_under_hostile_keys(ops):
+def test_native_and_twin_wheels_answer_alike_under_hostile_keys(ops):
     native = load_implementation("native").TimerWheel
     twin = load_implementation("python").TimerWheel
     assert run_wheel(native, ops) == run_wheel(twin, ops)
@@ -170,7 +170,7 @@ def run_registry(TimerWheel, ops, ghosts):
 
 @SETTINGS
 @given(ops=REG_OPS, ghosts=st.sets(st.sampled_from(["'a'", "'b'"])))
-def test_registries_answer_alike_under_hostile_ids(ops, ghosts):
+def test_registry_on_native_and_twin_wheels_answers_alike_under_hostile_ids(ops, ghosts):
     native = load_implementation("native").TimerWheel
     twin = load_implementation("python").TimerWheel
     assert run_registry(native, ops, ghosts) == run_registry(twin, ops, ghosts)
