@@ -14,6 +14,7 @@ import functools
 import inspect
 import logging
 import math
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ __all__ = [
     "STATES",
 ]
 
+from . import wheel_twin as _wheel_twin
+
 logger = logging.getLogger("loopwatch.sessions")
 
 STATES = ("idle", "queued", "processing", "waiting")
@@ -41,6 +44,38 @@ EVICTED = "evicted"
 GHOST = "ghost"
 STUCK_TOO_LONG = "stuck_too_long"
 IDLE = "idle"
+# check(now=...) may be at most this far ahead of the registry's clock: a time
+# from another clock (time.time() on a monotonic registry) would otherwise move
+# the wheel's cursor years ahead and pile every later deadline into one slot.
+MAX_CHECK_AHEAD = 1.0
+_REENTERED = (
+    "SessionRegistry re-entered while it holds its lock (from a session id's "
+    "__eq__ during a registry call): call the registry from elsewhere"
+)
+
+
+def _printable(value: Any) -> str:
+    """``str(value)`` for a log line: control characters, line breaks and
+    escape sequences written as ``repr`` writes them, so no id or key can
+    forge, break or hide a line."""
+    try:
+        text = value if type(value) is str else str.__str__(str(value))
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _clock_value(t: Any, what: str = "the registry's clock") -> float:
+    """A time read from a caller's clock as a finite float, or TypeError/ValueError."""
+    if type(t) is not float:
+        if isinstance(t, bool) or not isinstance(t, (int, float)):
+            raise TypeError(f"{what} must return a number of seconds, got {type(t).__name__}")
+        t = int.__float__(t) if isinstance(t, int) else float.__float__(t)
+    if not math.isfinite(t):
+        raise ValueError(f"{what} returned {t!r}, not a finite time")
+    return t
 
 
 class RegistryFull(RuntimeError):
@@ -108,10 +143,12 @@ class SessionEvent:
         return self.session.session_id
 
     def __str__(self) -> str:
+        # The log line: the id and key in printable form (control characters
+        # escaped); the event's fields keep the raw values.
         s = self.session
-        key = "-" if s.key is None else s.key
+        key = "-" if s.key is None else _printable(s.key)
         depth = "-" if s.queue_depth is None else s.queue_depth
-        head = f"sessionId={s.session_id} sessionKey={key} state={s.state}"
+        head = f"sessionId={_printable(s.session_id)} sessionKey={key} state={s.state}"
         if self.kind == STUCK:
             nxt = (
                 "never (evicted first)"
@@ -137,7 +174,7 @@ class _Session:
     __slots__ = (
         "sid", "key", "state", "queue_depth", "opened_at", "state_since", "last_progress",
         "stuck", "stuck_since", "reports", "interval", "next_report_at", "task", "task_cb",
-        "epoch",
+        "epoch", "hkey", "alive",
     )
 
     def __init__(self, sid, key, state, now):
@@ -156,6 +193,8 @@ class _Session:
         self.task = None
         self.task_cb = None
         self.epoch = 0  # bumped by every change a pending store check must not overrule
+        self.hkey = None  # the registry's key for it (the id, hashed once)
+        self.alive = True  # False once removed: identity checks never hash the id
 
     def activity(self) -> float:
         """The last sign of life: progress or a state change."""
@@ -184,9 +223,13 @@ def _duration(name: str, value: Any, *, allow_none: bool = False, allow_zero: bo
 
 
 def _check_state(state: Any) -> str:
-    if state not in _STATE_SET or not isinstance(state, str):
-        raise ValueError(f"unknown session state {state!r}; valid states: {', '.join(STATES)}")
-    return state
+    """The state as a plain str (a str subclass's own __hash__/__eq__ never
+    runs under the lock), or ValueError."""
+    if isinstance(state, str):
+        plain = str.__str__(state)
+        if plain in _STATE_SET:
+            return plain
+    raise ValueError(f"unknown session state {state!r}; valid states: {', '.join(STATES)}")
 
 
 def _unknown(session_id: Hashable) -> KeyError:
@@ -227,13 +270,29 @@ class SessionRegistry:
             session (after it is removed, outside the registry's lock); it
             may, for example, cancel ``view.task``. Its errors are logged.
         max_sessions: :meth:`open` beyond this raises :class:`RegistryFull`.
-        clock: the monotonic clock, in seconds (tests pass a fake one).
+        clock: the monotonic clock, in seconds (tests pass a fake one). It
+            must return finite numbers (else TypeError/ValueError); a clock
+            that goes back is held at its latest reading: the registry's time
+            never decreases.
         wheel_factory: ``(resolution, now=...) -> TimerWheel``; loopwatch's
             selected TimerWheel by default.
 
     ``open``, ``progress``, ``set_state``, ``close``, ``get`` and ``check``
     may be called from any thread. ``bind_task`` and the async context
     manager belong to the event loop's thread.
+
+    Hostile callers: nothing a session id's ``__hash__``/``__eq__``, the
+    clock, the stall clock, the store or ``on_evict`` does (raise, call the
+    registry back, mutate) crashes the registry or leaves it half-changed.
+    The clock, the stall clock, the id's ``__hash__``, the store and
+    ``on_evict`` run outside the lock, so calling the registry from them
+    works; an id's ``__eq__`` (run only when two ids hash alike) runs under
+    it, and calling the registry from there raises RuntimeError. A call that
+    raises leaves every structure as before it (or as after it).
+
+    Stalls: see :meth:`set_stall_clock`. With a stall clock attached, the
+    registry's times (``opened_at``, ``last_progress``, ``at`` ...) are on
+    the unstalled clock: ``clock()`` minus the stall time counted since.
     """
 
     def __init__(
@@ -278,12 +337,30 @@ class SessionRegistry:
         self._clock = clock
         if wheel_factory is None:
             from .._selector import TimerWheel as wheel_factory
-        self._wheel = wheel_factory(0.001, now=clock())
+        start = _clock_value(clock())
+        # Sessions are keyed by the id hashed once (the wheel module's
+        # HashedKey): removing one never runs the id's code.
+        key_type = getattr(sys.modules.get(getattr(wheel_factory, "__module__", "") or ""),
+                           "HashedKey", None)
+        self._key = key_type if isinstance(key_type, type) else _wheel_twin.HashedKey
+        self._wheel = wheel_factory(0.001, now=start)  # keyed by _Session objects
         self._schedule = self._wheel.schedule
-        self._lock = threading.Lock()
+        # Re-entrant, so a call back from code run under it is detected
+        # (self._busy) and refused instead of deadlocking.
+        self._lock = threading.RLock()
         self._acquire = self._lock.acquire
         self._release = self._lock.release
-        self._sessions: dict[Hashable, _Session] = {}
+        self._busy = False
+        # The registry's time: clock() - shift, never decreasing. shift is the
+        # stall time counted so far: _shift (from stall clocks detached
+        # before) + _stall_last - _stall_base (from the attached one).
+        self._last_now = start
+        self._shift = 0.0
+        self._stall: Callable[[], float] | None = None
+        self._stall_base: float | None = None
+        self._stall_last: float | None = None
+        self._stall_warned = False
+        self._sessions: dict[Any, _Session] = {}
         self._counts = dict.fromkeys(STATES, 0)
         self._events: list[SessionEvent] = []  # recoveries, waiting for check()
 
@@ -301,7 +378,112 @@ class SessionRegistry:
     def __repr__(self) -> str:
         return f"<SessionRegistry sessions={len(self._sessions)} counts={self.counts()}>"
 
-    # -- scheduling (under the lock) -------------------------------------------
+    # -- the lock ------------------------------------------------------------------
+    def _enter(self) -> None:
+        self._acquire()
+        if self._busy:  # only this thread can hold it: a call back from under it
+            self._release()
+            raise RuntimeError(_REENTERED)
+        self._busy = True
+
+    def _exit(self) -> None:
+        self._busy = False
+        self._release()
+
+    # -- time ----------------------------------------------------------------------
+    def set_stall_clock(self, stalled: Callable[[], float] | None) -> None:
+        """Measure session ages in unstalled time from now on.
+
+        ``stalled()`` returns the cumulative seconds the event loop running
+        these sessions has been stalled so far (a stall still going on
+        included), never decreasing: for example the loop monitor's figure.
+        From this call on the registry's time is ``clock() - (stalled() -
+        stalled_at_this_call)`` (an explicit ``check(now=...)`` is shifted
+        the same way), so time the loop spent stalled counts toward none of
+        ``stuck_after``, the report backoff, ``evict_after`` and
+        ``idle_timeout``: a handler that was merely blocked by a stall is not
+        reported for it. ``None`` detaches; the stall time counted so far
+        stays counted (the registry's time does not jump). The registry's
+        time never decreases. A ``stalled()`` that raises or returns NaN, a
+        negative, non-finite or decreasing value counts as no stall added for
+        that reading (logged once at WARNING); it runs outside the lock.
+        """
+        if stalled is not None and not callable(stalled):
+            raise TypeError(f"stalled must be a callable returning seconds or None, got {stalled!r}")
+        first = None if stalled is None else self._read_stall(stalled, fresh=True)
+        self._enter()
+        try:
+            if self._stall_base is not None:
+                self._shift += self._stall_last - self._stall_base
+            self._stall = stalled
+            # A first reading that failed: the first good one becomes the base.
+            self._stall_base = self._stall_last = first
+            self._stall_warned = False
+        finally:
+            self._exit()
+
+    def _read_stall(self, stall: Callable[[], float], fresh: bool = False) -> float | None:
+        """One reading of the stall clock (outside the lock), or None when it
+        is unusable (logged once)."""
+        try:
+            v = stall()
+            if type(v) is not float:
+                v = _clock_value(v, "the stall clock")
+        except Exception as exc:
+            self._stall_problem(f"raised {type(exc).__name__}")
+            return None
+        if not (0.0 <= v < math.inf):
+            self._stall_problem(f"returned {v!r}")
+            return None
+        last = self._stall_last
+        if not fresh and last is not None and v < last and stall is self._stall:
+            self._stall_problem(f"went back from {last!r} to {v!r}")
+            return None
+        return v
+
+    def _stall_problem(self, what: str) -> None:
+        if not self._stall_warned:
+            self._stall_warned = True
+            logger.warning("stall clock %s; counting no stall added for such readings "
+                           "(logged once)", what)
+
+    def _read_time(self, now: Any = None) -> tuple:
+        """Outside the lock: (clock time, stall clock, its reading)."""
+        raw = self._clock()
+        if type(raw) is not float or raw - raw != 0.0:
+            raw = _clock_value(raw)
+        if now is not None:
+            if isinstance(now, bool) or not isinstance(now, (int, float)):
+                raise TypeError(f"now must be a number of seconds, got {now!r}")
+            now = int.__float__(now) if isinstance(now, int) else float.__float__(now)
+            if not math.isfinite(now):
+                raise ValueError(f"now must be finite, got {now!r}")
+            if now > raw + MAX_CHECK_AHEAD:
+                raise ValueError(
+                    f"now={now!r} is more than MAX_CHECK_AHEAD={MAX_CHECK_AHEAD:g} s ahead of "
+                    f"the registry's clock ({raw!r}); pass a time read from that clock"
+                )
+            raw = now
+        stall = self._stall
+        return raw, stall, None if stall is None else self._read_stall(stall)
+
+    def _effective(self, raw: float, stall: Any, sv: float | None) -> float:
+        """Under the lock: the registry's time for a clock reading."""
+        if sv is not None and stall is self._stall:
+            if self._stall_base is None:
+                self._stall_base = self._stall_last = sv
+            elif sv > self._stall_last:
+                self._stall_last = sv
+        shift = self._shift
+        if self._stall_base is not None:
+            shift += self._stall_last - self._stall_base
+        t = raw - shift
+        if t < self._last_now:
+            return self._last_now
+        self._last_now = t
+        return t
+
+    # -- scheduling (under the lock) ---------------------------------------------
     def _wake_time(self, s: _Session) -> float | None:
         if s.state in _ACTIVE:
             if not s.stuck:
@@ -319,18 +501,18 @@ class SessionRegistry:
     def _reschedule(self, s: _Session) -> None:
         wake = self._wake_time(s)
         if wake is None:
-            self._wheel.cancel(s.sid)
+            self._wheel.cancel(s)
         else:
-            self._schedule_at(s.sid, wake)
+            self._schedule_at(s, wake)
 
-    def _schedule_at(self, sid: Hashable, wake: float) -> None:
+    def _schedule_at(self, s: _Session, wake: float) -> None:
         try:
-            self._schedule(sid, wake)
+            self._schedule(s, wake)
         except ValueError:
             # Further than the wheel's horizon (at least two years after the
             # last check): a registry nobody checked for a year. File it at
             # the horizon; check() finds it early and refiles it then.
-            self._schedule(sid, self._wheel.time + self._wheel.horizon - 1.0)
+            self._schedule(s, self._wheel.time + self._wheel.horizon - 1.0)
 
     def _recover(self, s: _Session, now: float, age: float) -> None:
         view_reports = s.reports
@@ -341,21 +523,13 @@ class SessionRegistry:
         )
 
     def _remove(self, s: _Session) -> None:
-        del self._sessions[s.sid]
+        # A stored key, found by identity: no caller code runs, nothing fails.
+        del self._sessions[s.hkey]
+        s.alive = False
         self._counts[s.state] -= 1
-        self._wheel.cancel(s.sid)
+        self._wheel.cancel(s)
         s.epoch += 1
         s.task = None
-
-    def _now(self, now: Any) -> float:
-        if now is None:
-            return self._clock()
-        if isinstance(now, bool) or not isinstance(now, (int, float)):
-            raise TypeError(f"now must be a number of seconds, got {now!r}")
-        now = float(now)
-        if not math.isfinite(now):
-            raise ValueError(f"now must be finite, got {now!r}")
-        return now
 
     # -- sessions ---------------------------------------------------------------
     def open(self, session_id: Hashable, key: Any = None, state: str = "idle") -> SessionView:
@@ -366,25 +540,39 @@ class SessionRegistry:
         return self._open(session_id, key, state).view()
 
     def _open(self, session_id: Hashable, key: Any, state: str) -> _Session:
-        _check_state(state)
-        with self._lock:
-            if session_id in self._sessions:
-                raise ValueError(f"session {session_id!r} is already open")
-            if len(self._sessions) >= self._max_sessions:
-                raise RegistryFull(
-                    f"registry holds max_sessions={self._max_sessions} sessions; "
-                    f"cannot open {session_id!r}"
-                )
-            s = _Session(session_id, key, state, self._clock())
-            self._sessions[session_id] = s
-            self._counts[state] += 1
-            try:
+        state = _check_state(state)
+        raw, stall, sv = self._read_time()
+        hk = self._key(session_id)  # the id's __hash__, outside the lock
+        self._enter()
+        try:
+            now = self._effective(raw, stall, sv)
+            if hk in self._sessions:
+                problem = "open"
+            elif len(self._sessions) >= self._max_sessions:
+                problem = "full"
+            else:
+                s = _Session(session_id, key, state, now)
+                s.hkey = hk
                 self._reschedule(s)
-            except BaseException:
-                del self._sessions[session_id]
-                self._counts[state] -= 1
-                raise
-            return s
+                try:
+                    existing = self._sessions.setdefault(hk, s)  # the id's __eq__ may run
+                except BaseException:
+                    self._wheel.cancel(s)
+                    raise
+                if existing is s:
+                    hk.stored = True
+                    self._counts[state] += 1
+                    return s
+                self._wheel.cancel(s)  # an __eq__ that changed its mind: already open
+                problem = "open"
+        finally:
+            self._exit()
+        if problem == "open":
+            raise ValueError(f"session {session_id!r} is already open")
+        raise RegistryFull(
+            f"registry holds max_sessions={self._max_sessions} sessions; "
+            f"cannot open {session_id!r}"
+        )
 
     def progress(self, session_id: Hashable) -> None:
         """The session is moving: its stuck clock restarts (O(1)).
@@ -392,25 +580,37 @@ class SessionRegistry:
         A stuck session recovers (a ``recovered`` event). KeyError when unknown."""
         # The hot path: one lookup, two stores, one O(1) wheel move. (Bound
         # acquire/release cost half of what `with lock:` does.)
+        raw = self._clock()
+        if type(raw) is not float or raw - raw != 0.0:
+            raw = _clock_value(raw)
+        stall = self._stall
+        sv = None if stall is None else self._read_stall(stall)
+        hk = self._key(session_id)
         self._acquire()
-        try:
-            s = self._sessions.get(session_id)
-            if s is None:
-                raise _unknown(session_id)
-            now = self._clock()
-            if s.stuck:
-                self._recover(s, now, now - s.activity())
-            s.last_progress = now
-            s.epoch += 1
-            try:
-                if s.state in _ACTIVE:
-                    self._schedule(session_id, now + self._stuck_after)
-                elif self._idle_timeout is not None and s.state == "idle":
-                    self._schedule(session_id, now + self._idle_timeout)
-            except ValueError:
-                self._reschedule(s)
-        finally:
+        if self._busy:
             self._release()
+            raise RuntimeError(_REENTERED)
+        self._busy = True
+        try:
+            s = self._sessions.get(hk)
+            if s is not None:
+                now = self._effective(raw, stall, sv)
+                if s.stuck:
+                    self._recover(s, now, now - s.activity())
+                s.last_progress = now
+                s.epoch += 1
+                try:
+                    if s.state in _ACTIVE:
+                        self._schedule(s, now + self._stuck_after)
+                    elif self._idle_timeout is not None and s.state == "idle":
+                        self._schedule(s, now + self._idle_timeout)
+                except ValueError:
+                    self._reschedule(s)
+                return
+        finally:
+            self._busy = False
+            self._release()
+        raise _unknown(session_id)
 
     def set_state(self, session_id: Hashable, state: str, queue_depth: int | None = None) -> None:
         """Change a session's state (and queue depth, when given).
@@ -419,81 +619,112 @@ class SessionRegistry:
         changes state recovers. The same state again only updates the queue
         depth. KeyError when unknown, ValueError for an unknown state or a
         negative queue depth."""
-        _check_state(state)
+        state = _check_state(state)
         if queue_depth is not None:
             if isinstance(queue_depth, bool) or not isinstance(queue_depth, int):
                 raise TypeError(f"queue_depth must be an int or None, got {queue_depth!r}")
+            queue_depth = int.__int__(queue_depth)
             if queue_depth < 0:
                 raise ValueError(f"queue_depth must be >= 0, got {queue_depth!r}")
-        with self._lock:
-            s = self._sessions.get(session_id)
-            if s is None:
-                raise _unknown(session_id)
-            if queue_depth is not None:
-                s.queue_depth = queue_depth
-            if state == s.state:
+        raw, stall, sv = self._read_time()
+        hk = self._key(session_id)
+        self._enter()
+        try:
+            s = self._sessions.get(hk)
+            if s is not None:
+                if queue_depth is not None:
+                    s.queue_depth = queue_depth
+                if state == s.state:
+                    return
+                now = self._effective(raw, stall, sv)
+                age = now - s.activity()
+                self._counts[s.state] -= 1
+                self._counts[state] += 1
+                s.state = state
+                s.state_since = now
+                s.epoch += 1
+                if s.stuck:
+                    self._recover(s, now, age)
+                self._reschedule(s)
                 return
-            now = self._clock()
-            age = now - s.activity()
-            self._counts[s.state] -= 1
-            self._counts[state] += 1
-            s.state = state
-            s.state_since = now
-            s.epoch += 1
-            if s.stuck:
-                self._recover(s, now, age)
-            self._reschedule(s)
+        finally:
+            self._exit()
+        raise _unknown(session_id)
 
     def close(self, session_id: Hashable) -> bool:
         """Stop tracking a session. Idempotent: False when it was not open."""
-        with self._lock:
-            s = self._sessions.get(session_id)
+        hk = self._key(session_id)
+        self._enter()
+        try:
+            s = self._sessions.get(hk)
             if s is None:
                 return False
             self._remove(s)
             return True
+        finally:
+            self._exit()
 
     def _close_exact(self, s: _Session) -> bool:
         """Close this very session, not a later one opened under its id."""
-        with self._lock:
-            if self._sessions.get(s.sid) is not s:
+        self._enter()
+        try:
+            if not s.alive:
                 return False
             self._remove(s)
             return True
+        finally:
+            self._exit()
 
     def get(self, session_id: Hashable) -> SessionView:
         """A read-only view of a session; KeyError when unknown."""
-        with self._lock:
-            s = self._sessions.get(session_id)
-            if s is None:
-                raise _unknown(session_id)
-            return s.view()
+        hk = self._key(session_id)
+        self._enter()
+        try:
+            s = self._sessions.get(hk)
+            if s is not None:
+                return s.view()
+        finally:
+            self._exit()
+        raise _unknown(session_id)
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     def __contains__(self, session_id: object) -> bool:
-        return session_id in self._sessions
+        return self._key(session_id) in self._sessions
 
     def __iter__(self) -> Iterator[SessionView]:
         """Views of every session (a snapshot taken at the call)."""
-        with self._lock:
+        self._enter()
+        try:
             views = [s.view() for s in self._sessions.values()]
+        finally:
+            self._exit()
         return iter(views)
 
     def counts(self) -> dict[str, int]:
         """Sessions per state (all four states, kept incrementally: O(1))."""
-        with self._lock:
+        self._enter()
+        try:
             return dict(self._counts)
+        finally:
+            self._exit()
 
     def next_check(self) -> float | None:
         """The earliest clock time at which :meth:`check` may find something
         (never later than the first due event; may be earlier), or None
         when nothing is scheduled. A pending recovery makes it now."""
-        with self._lock:
+        raw, stall, sv = self._read_time()
+        self._enter()
+        try:
+            now = self._effective(raw, stall, sv)
             if self._events:
-                return self._clock()
-            return self._wheel.next_deadline()
+                return raw
+            deadline = self._wheel.next_deadline()
+        finally:
+            self._exit()
+        # From the registry's time back to the clock's: never later.
+        return None if deadline is None else deadline + (raw - now)
 
     # -- lifetimes ----------------------------------------------------------------
     def session(self, session_id: Hashable, key: Any = None, state: str = "idle") -> SessionScope:
@@ -508,34 +739,46 @@ class SessionRegistry:
         Call it from the task's event loop."""
         if not hasattr(task, "add_done_callback"):
             raise TypeError(f"bind_task needs an asyncio Task or Future, got {task!r}")
-        with self._lock:
-            s = self._sessions.get(session_id)
-            if s is None:
-                raise _unknown(session_id)
-            old, old_cb = s.task, s.task_cb
-            s.task = task
-            s.task_cb = functools.partial(self._task_done, s)
-            callback = s.task_cb
+        hk = self._key(session_id)
+        self._enter()
+        try:
+            s = self._sessions.get(hk)
+            if s is not None:
+                old, old_cb = s.task, s.task_cb
+                s.task = task
+                s.task_cb = functools.partial(self._task_done, s)
+                callback = s.task_cb
+        finally:
+            self._exit()
+        if s is None:
+            raise _unknown(session_id)
         if old is not None and old is not task and old_cb is not None:
             old.remove_done_callback(old_cb)
         task.add_done_callback(callback)
 
     def _task_done(self, s: _Session, task: Any) -> None:
-        with self._lock:
-            if self._sessions.get(s.sid) is not s or s.task is not task:
+        self._enter()
+        try:
+            if not s.alive or s.task is not task:
                 return  # closed already, reopened under the same id, or rebound
             self._remove(s)
+        finally:
+            self._exit()
 
     # -- checking -------------------------------------------------------------------
     def check(self, now: float | None = None) -> list[SessionEvent]:
         """The events due by ``now`` (default: the clock), each logged on
         ``loopwatch.sessions``. Costs O(events due): nothing else is touched.
 
+        ``now`` must be a time read from the registry's clock: more than
+        ``MAX_CHECK_AHEAD`` (1 s) ahead of ``clock()`` raises ValueError (a
+        time from another clock would move the wheel years ahead); a ``now``
+        before the registry's latest time counts as that time. With a stall
+        clock it is shifted like the clock (see :meth:`set_stall_clock`).
         With an async store use :meth:`acheck` (TypeError here)."""
         if self._store_is_async:
             raise TypeError("the store is async: use 'await registry.acheck()'")
-        now = self._now(now)
-        events, pending = self._collect(now)
+        events, pending, now = self._collect(*self._read_time(now))
         answers: list = []
         try:
             for p in pending:
@@ -551,8 +794,7 @@ class SessionRegistry:
     async def acheck(self, now: float | None = None) -> list[SessionEvent]:
         """:meth:`check` for a store that is async (or sync: both work).
         The store is asked about every due session at once (gathered)."""
-        now = self._now(now)
-        events, pending = self._collect(now)
+        events, pending, now = self._collect(*self._read_time(now))
         answers: list = []
         try:
             if pending:
@@ -588,14 +830,16 @@ class SessionRegistry:
         try:
             answer = self._store(session_id)
         except Exception:
-            logger.exception("session store failed for sessionId=%s; keeping it", session_id)
+            logger.exception("session store failed for sessionId=%s; keeping it",
+                             _printable(session_id), extra={"session_id": session_id})
             return True
         if inspect.isawaitable(answer):
             if allow_async:
                 return answer
             if hasattr(answer, "close"):
                 answer.close()
-            logger.error("session store returned an awaitable; use acheck(). Keeping %s", session_id)
+            logger.error("session store returned an awaitable; use acheck(). Keeping %s",
+                         _printable(session_id), extra={"session_id": session_id})
             return True
         return bool(answer)
 
@@ -603,26 +847,30 @@ class SessionRegistry:
         if isinstance(answer, BaseException):
             if not isinstance(answer, Exception):
                 raise answer
-            logger.error("session store failed for sessionId=%s; keeping it", session_id,
-                         exc_info=answer)
+            logger.error("session store failed for sessionId=%s; keeping it",
+                         _printable(session_id), exc_info=answer,
+                         extra={"session_id": session_id})
             return True
         return bool(answer)
 
-    def _collect(self, now: float) -> tuple[list[SessionEvent], list[_Pending]]:
-        """Under the lock: the events due by now, and the stuck reports that
-        wait for the store."""
+    def _collect(self, raw: float, stall: Any, sv: float | None
+                 ) -> tuple[list[SessionEvent], list[_Pending], float]:
+        """Under the lock: the events due by now, the stuck reports that
+        wait for the store, and now (the registry's time). Runs no caller code:
+        the wheel holds the sessions themselves, and removal is by identity."""
         events: list[SessionEvent] = []
         pending: list[_Pending] = []
-        with self._lock:
+        self._enter()
+        try:
+            now = self._effective(raw, stall, sv)
             if self._events:
                 events, self._events = self._events, []
-            for sid in self._wheel.expire(now):
-                s = self._sessions[sid]
+            for s in self._wheel.expire(now):
                 wake = self._wake_time(s)
                 if wake is None or wake > now:
                     # filed early (past the horizon, see _schedule_at): refile
                     if wake is not None:
-                        self._schedule_at(sid, wake)
+                        self._schedule_at(s, wake)
                     continue
                 if s.state in _ACTIVE:
                     if (
@@ -637,23 +885,28 @@ class SessionRegistry:
                         events.append(self._report(s, now))
                 elif s.state == "idle" and self._idle_timeout is not None:
                     events.append(self._evict(s, IDLE, now))
-        return events, pending
+        finally:
+            self._exit()
+        return events, pending, now
 
     def _settle(self, pending: list[_Pending], answers: list, now: float) -> list[SessionEvent]:
         """Under the lock: apply the store's answers. A session that changed
         since (progress, new state, closed) is left as it now is; one without
         an answer (the store call was interrupted) counts as present."""
         events = []
-        with self._lock:
+        self._enter()
+        try:
             for i, p in enumerate(pending):
                 s = p.session
-                if self._sessions.get(s.sid) is not s or s.epoch != p.epoch:
+                if not s.alive or s.epoch != p.epoch:
                     continue
                 present = answers[i] if i < len(answers) else True
                 if present:
                     events.append(self._report(s, now))
                 else:
                     events.append(self._evict(s, GHOST, now))
+        finally:
+            self._exit()
         return events
 
     def _report(self, s: _Session, now: float) -> SessionEvent:
@@ -682,7 +935,13 @@ class SessionRegistry:
         for event in events:
             level = logging.INFO if event.kind == RECOVERED else logging.WARNING
             if logger.isEnabledFor(level):
-                logger.log(level, "%s", event)
+                # The line escapes the id and key (str(event)); the record's
+                # structured fields keep them raw.
+                logger.log(level, "%s", event, extra={
+                    "session_id": event.session_id,
+                    "session_key": event.session.key,
+                    "session_event": event,
+                })
         if self._on_evict is None:
             return
         for event in events:
@@ -690,7 +949,9 @@ class SessionRegistry:
                 try:
                     self._on_evict(event.session)
                 except Exception:
-                    logger.exception("on_evict failed for sessionId=%s", event.session_id)
+                    logger.exception("on_evict failed for sessionId=%s",
+                                     _printable(event.session_id),
+                                     extra={"session_id": event.session_id})
 
 
 class SessionScope:
@@ -725,7 +986,7 @@ class SessionScope:
     def is_open(self) -> bool:
         """False before entry, and once the session was closed or evicted."""
         s = self._session
-        return s is not None and self.registry._sessions.get(s.sid) is s
+        return s is not None and s.alive
 
     def __enter__(self) -> SessionScope:
         if self._session is not None:

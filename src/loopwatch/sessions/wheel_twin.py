@@ -18,7 +18,43 @@ MIN_HORIZON_SECONDS = 2.0 * 365.25 * 86400.0
 MIN_RESOLUTION = 1e-6
 MAX_RESOLUTION = 3600.0
 _INF = math.inf
-_NODE_DEADLINE, _NODE_SEQ, _NODE_SLOT = 0, 1, 2
+_NODE_DEADLINE, _NODE_SEQ, _NODE_SLOT, _NODE_KEY, _NODE_ID = 0, 1, 2, 3, 4
+REENTERED = (
+    "TimerWheel re-entered from a key's __hash__/__eq__ (or a key released "
+    "during a call): only len() and the properties may be used there"
+)
+
+
+class HashedKey:
+    """A caller's key with its hash taken once (the twin of the native
+    ``HashedKey``). The wheel's index is keyed by these: a lookup hashes the
+    caller's key exactly once, and removing a stored key never calls the
+    caller's ``__hash__``/``__eq__`` (two stored keys of one dict are never
+    equal, and a key is found by identity), so a hostile key can fail a
+    lookup but never an expiry or a removal half-way."""
+
+    __slots__ = ("key", "hash", "stored")
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.hash = hash(key)
+        self.stored = False
+
+    def __hash__(self) -> int:
+        return self.hash
+
+    def __eq__(self, other: object):
+        if self is other:
+            return True
+        if type(other) is not HashedKey:
+            return NotImplemented
+        if self.stored and other.stored:
+            return False
+        return self.key == other.key
+
+
+def _key_of(hk: HashedKey) -> Hashable:
+    return hk.key
 
 
 def as_seconds(name: str, value: Any) -> float:
@@ -82,7 +118,7 @@ class TimerWheel:
 
     __slots__ = (
         "_res", "_origin", "_time", "_cur", "_max_ahead", "_seq", "_levels",
-        "_nodes", "_slots", "_occupied",
+        "_nodes", "_slots", "_occupied", "_busy", "_nid",
     )
 
     def __init__(self, resolution: float = 0.001, *, now: float | None = None) -> None:
@@ -98,9 +134,13 @@ class TimerWheel:
         self._time = start
         self._cur = 0
         self._seq = 0
-        # key -> [deadline, seq, slot]; slot is level * 64 + index
-        self._nodes: dict[Hashable, list] = {}
-        self._slots: list[dict[Hashable, list]] = [{} for _ in range(self._levels * SLOTS)]
+        self._nid = 0
+        self._busy = False
+        # HashedKey(key) -> [deadline, seq, slot, HashedKey, node id]; slot is
+        # level * 64 + index. Slots are keyed by node id: the caller's key is
+        # hashed by the index alone, as in the native wheel.
+        self._nodes: dict[HashedKey, list] = {}
+        self._slots: list[dict[int, list]] = [{} for _ in range(self._levels * SLOTS)]
         self._occupied = [0] * self._levels
 
     # -- properties ----------------------------------------------------------
@@ -128,11 +168,22 @@ class TimerWheel:
         return len(self._nodes)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._nodes
+        self._enter()
+        try:
+            return HashedKey(key) in self._nodes
+        finally:
+            self._busy = False
 
     def __iter__(self) -> Iterator[Hashable]:
         """The keys, in the order they were first scheduled."""
-        return iter(self._nodes)
+        if self._busy:
+            raise RuntimeError(REENTERED)
+        return map(_key_of, self._nodes)
+
+    def _enter(self) -> None:
+        if self._busy:
+            raise RuntimeError(REENTERED)
+        self._busy = True
 
     def __repr__(self) -> str:
         return (
@@ -161,15 +212,15 @@ class TimerWheel:
             level = self._levels - 1
         return level * SLOTS + ((q >> (SLOT_BITS * level)) & SLOT_MASK)
 
-    def _link(self, key: Hashable, node: list, slot: int) -> None:
+    def _link(self, node: list, slot: int) -> None:
         node[_NODE_SLOT] = slot
-        self._slots[slot][key] = node
+        self._slots[slot][node[_NODE_ID]] = node
         self._occupied[slot >> SLOT_BITS] |= 1 << (slot & SLOT_MASK)
 
-    def _unlink(self, key: Hashable, node: list) -> None:
+    def _unlink(self, node: list) -> None:
         slot = node[_NODE_SLOT]
         bucket = self._slots[slot]
-        del bucket[key]
+        del bucket[node[_NODE_ID]]
         if not bucket:
             self._occupied[slot >> SLOT_BITS] &= ~(1 << (slot & SLOT_MASK))
 
@@ -217,44 +268,73 @@ class TimerWheel:
             raise deadline_error(d, self.horizon, self._time)
 
     # -- entries ------------------------------------------------------------
+    # Every method but len() and the properties refuses re-entry (a key's
+    # __hash__/__eq__ calling back into the wheel): the caller's code runs only
+    # in the index lookups, which come before any change, or in an index insert
+    # that is the last step and is undone when it raises. Keys are released
+    # (their __del__ may run) only on return, once the wheel is consistent.
     def schedule(self, key: Hashable, deadline: float) -> None:
         """Give ``key`` the deadline ``deadline`` (adding it, or moving it)."""
         d = deadline if type(deadline) is float else as_seconds("deadline", deadline)
-        node = self._nodes.get(key)
-        self._check(d)
-        self._seq += 1
-        if node is None:
-            node = [d, self._seq, 0]
-            self._link(key, node, self._slot_for(d))
-            self._nodes[key] = node
-            return
-        node[_NODE_SEQ] = self._seq
-        if node[_NODE_SLOT] >= SLOTS and d >= node[_NODE_DEADLINE]:
-            node[_NODE_DEADLINE] = d  # lazy: refiled when its slot comes due
-            return
-        slot = self._slot_for(d)
-        node[_NODE_DEADLINE] = d
-        if slot != node[_NODE_SLOT]:
-            self._unlink(key, node)
-            self._link(key, node, slot)
+        self._enter()
+        try:
+            hk = HashedKey(key)
+            node = self._nodes.get(hk)
+            self._check(d)
+            self._seq += 1
+            if node is None:
+                self._nid += 1
+                node = [d, self._seq, 0, hk, self._nid]
+                self._nodes[hk] = node  # may run the key's __eq__; nothing else changed yet
+                hk.stored = True
+                self._link(node, self._slot_for(d))
+                return
+            node[_NODE_SEQ] = self._seq
+            if node[_NODE_SLOT] >= SLOTS and d >= node[_NODE_DEADLINE]:
+                node[_NODE_DEADLINE] = d  # lazy: refiled when its slot comes due
+                return
+            slot = self._slot_for(d)
+            node[_NODE_DEADLINE] = d
+            if slot != node[_NODE_SLOT]:
+                self._unlink(node)
+                self._link(node, slot)
+        finally:
+            self._busy = False
 
     def cancel(self, key: Hashable) -> bool:
         """Remove ``key``; False when it had no deadline."""
-        node = self._nodes.pop(key, None)
-        if node is None:
-            return False
-        self._unlink(key, node)
-        return True
+        self._enter()
+        try:
+            node = self._nodes.pop(HashedKey(key), None)
+            if node is None:
+                return False
+            self._unlink(node)
+            return True
+        finally:
+            self._busy = False
 
     def deadline(self, key: Hashable) -> float:
         """The deadline of ``key``; KeyError when it has none."""
-        return self._nodes[key][_NODE_DEADLINE]
+        self._enter()
+        try:
+            node = self._nodes.get(HashedKey(key))
+            if node is None:
+                raise KeyError(key)
+            return node[_NODE_DEADLINE]
+        finally:
+            self._busy = False
 
     def clear(self) -> None:
         """Remove every key."""
-        self._nodes.clear()
-        self._slots = [{} for _ in range(self._levels * SLOTS)]
-        self._occupied = [0] * self._levels
+        self._enter()
+        try:
+            old = self._nodes  # released on return, once the wheel is empty
+            self._nodes = {}
+            self._slots = [{} for _ in range(self._levels * SLOTS)]
+            self._occupied = [0] * self._levels
+        finally:
+            self._busy = False
+        del old
 
     def next_deadline(self) -> float | None:
         """The earliest time at which a key may be due; None when empty.
@@ -265,6 +345,8 @@ class TimerWheel:
         the coarse slot holding it: ``expire()`` at that time refiles the slot
         (returning whatever is due), and the next call answers more finely.
         """
+        if self._busy:
+            raise RuntimeError(REENTERED)
         found = self._first_slot()
         if found is None:
             return None
@@ -277,20 +359,27 @@ class TimerWheel:
         """Remove and return every key whose deadline <= ``now``, sorted by
         deadline (ties in the order they were last scheduled), and advance
         :attr:`time` to ``now`` when it is later. ``math.inf`` expires
-        everything; NaN raises ValueError."""
+        everything; NaN raises ValueError. Runs none of the keys' code."""
         now = now if type(now) is float else as_seconds("now", now)
         if math.isnan(now):
             raise ValueError("now must not be NaN")
+        self._enter()
+        try:
+            return self._expire(now)
+        finally:
+            self._busy = False
+
+    def _expire(self, now: float) -> list:
         if now == -_INF:
             return []
-        due: list[tuple[float, int, Hashable]] = []
+        due: list[tuple[float, int, list]] = []
         q = _INF if now == _INF else self._tick(now)
         if q < self._cur:
             bucket = self._slots[self._cur & SLOT_MASK]
-            for key, node in list(bucket.items()):
+            for node in list(bucket.values()):
                 if node[_NODE_DEADLINE] <= now:
-                    self._unlink(key, node)
-                    due.append((node[_NODE_DEADLINE], node[_NODE_SEQ], key))
+                    self._unlink(node)
+                    due.append((node[_NODE_DEADLINE], node[_NODE_SEQ], node))
         else:
             limit = self._cur + (1 << (SLOT_BITS * self._levels))
             target = limit if q >= limit else q
@@ -302,14 +391,14 @@ class TimerWheel:
                 self._cur = start
                 bucket = self._take_slot(slot)
                 if slot >= SLOTS:
-                    for key, node in bucket.items():
-                        self._link(key, node, self._slot_for(node[_NODE_DEADLINE]))
+                    for node in bucket.values():
+                        self._link(node, self._slot_for(node[_NODE_DEADLINE]))
                     continue
-                for key, node in bucket.items():
+                for node in bucket.values():
                     if node[_NODE_DEADLINE] <= now:
-                        due.append((node[_NODE_DEADLINE], node[_NODE_SEQ], key))
+                        due.append((node[_NODE_DEADLINE], node[_NODE_SEQ], node))
                     else:
-                        self._link(key, node, self._slot_for(node[_NODE_DEADLINE]))
+                        self._link(node, self._slot_for(node[_NODE_DEADLINE]))
                 if self._slots[slot]:
                     break
             if now != _INF and target > self._cur:
@@ -321,9 +410,10 @@ class TimerWheel:
         due.sort(key=_due_order)
         nodes = self._nodes
         out = []
-        for _, _, key in due:
-            del nodes[key]
-            out.append(key)
+        for _, _, node in due:
+            hk = node[_NODE_KEY]
+            del nodes[hk]  # a stored key: found by identity, no caller code runs
+            out.append(hk.key)
         return out
 
 
