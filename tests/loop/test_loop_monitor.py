@@ -90,7 +90,8 @@ def test_start_stop_are_idempotent_and_join_the_threads(impl, loop):
     assert monitor.running
     assert len(_threads_named("loopwatch-reporter")) == 1
     if sys.platform == "linux" or impl.name == "python":
-        assert monitor_threads() == before + 2  # sampler + reporter
+        # sampler + reporter (the native sampler names itself once it runs)
+        assert wait_until(lambda: monitor_threads() == before + 2)
     run_for(loop, 0.05)
     monitor.stop()
     monitor.stop()

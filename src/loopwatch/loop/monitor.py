@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import logging
 import math
 import os
@@ -92,48 +93,142 @@ def validate_options(
     return resolution, stall_threshold
 
 
-class _RunPatch:
-    """Follows one loop's run_forever and close through instance attributes
-    (asyncio and uvloop loops both look these up on the instance), so the
-    monitor pauses while the loop is not running and stops when it closes.
-    Removing it puts back what was there (another monitor's patch, say),
-    unless someone patched on top since: then it stays, as a pass-through."""
+# Every wrapper the monitors put on a loop or selector attribute is a _Link:
+# linking and unlinking them is serialized across monitors and threads.
+_CHAIN_LOCK = threading.Lock()
 
-    def __init__(self, monitor: LoopMonitorBase, loop: Any) -> None:
+
+class _Link:
+    """One monitor's wrapper in the chain of wrappers on one attribute of one
+    object: a loop's run_forever or close, a selector's select.
+
+    ``owner`` is a fresh object for each start (a select timer, a loop
+    hook); ``hook``, one of its bound methods, is what the attribute (or the
+    link above) calls; it calls ``next`` (set with ``owner.wrap``) and does
+    its own work only while ``owner.active``. ``above`` is the link whose
+    ``next`` is this hook, None when the hook is the attribute itself or a
+    foreign wrapper sits on top. So a link is cut out of the chain wherever
+    it is, in any order; only one wrapped by something that is not a link
+    cannot be: it stays, inactive, as a pure pass-through, and is cut out as
+    soon as it can be reached from the attribute through links again. A link
+    is never put back: a restart links a fresh owner."""
+
+    __slots__ = ("obj", "name", "owner", "hook", "next", "next_is_class", "above")
+
+
+def _link_of(value: Any, obj: Any, name: str) -> _Link | None:
+    """The link whose hook `value` is, on obj.name; None for anything else."""
+    owner = getattr(value, "__self__", None)
+    link = getattr(owner, "link", None) if owner is not None else None
+    if type(link) is _Link and link.hook is value and link.obj is obj and link.name == name:
+        return link
+    return None
+
+
+def _link(obj: Any, name: str, owner: Any, hook: Any) -> _Link:
+    """Wrap obj.name with hook (a bound method of owner). Raises
+    AttributeError or TypeError, changing nothing, if obj takes no
+    instance attribute."""
+    with _CHAIN_LOCK:
+        _sweep(obj, name)
+        current = getattr(obj, name)
+        link = _Link()
+        link.obj, link.name, link.owner, link.hook = obj, name, owner, hook
+        link.next, link.next_is_class = current, _own_attribute(obj, name) is _MISSING
+        link.above = None
+        owner.link = link
+        owner.wrap(current)
+        owner.active = True
+        setattr(obj, name, hook)
+        below = _link_of(current, obj, name)
+        if below is not None:
+            below.above = link
+        return link
+
+
+def _unlink(link: _Link) -> None:
+    """Make link's hook a pass-through and cut it out of its chain if it
+    can be (see _Link)."""
+    with _CHAIN_LOCK:
+        link.owner.active = False
+        _cut(link)
+        _sweep(link.obj, link.name)
+
+
+def _cut(link: _Link) -> bool:
+    """Take link out of its chain (lock held); False if something that is
+    not a link wraps it."""
+    obj, name, above = link.obj, link.name, link.above
+    if above is not None and above.next is link.hook:
+        above.next, above.next_is_class = link.next, link.next_is_class
+        above.owner.wrap(link.next)
+    elif getattr(obj, name, None) is link.hook:
+        _restore(obj, name, _MISSING if link.next_is_class else link.next)
+        above = None
+    else:
+        return False
+    below = _link_of(link.next, obj, name)
+    if below is not None:
+        below.above = above
+    link.above = None
+    return True
+
+
+def _sweep(obj: Any, name: str) -> None:
+    """Cut out the pass-throughs reachable from obj.name through links
+    (lock held)."""
+    link = _link_of(getattr(obj, name, None), obj, name)
+    while link is not None:
+        below = _link_of(link.next, obj, name)
+        if not link.owner.active:
+            _cut(link)
+        link = below
+
+
+class _LoopHook:
+    """The owner of a monitor's run_forever or close wrapper (see _Link)."""
+
+    __slots__ = ("_monitor", "_next", "active", "link")
+    name = ""
+
+    def __init__(self, monitor: LoopMonitorBase) -> None:
         self._monitor = weakref.ref(monitor)
-        self._loop = loop
-        self._run_forever = loop.run_forever
-        self._close = loop.close
-        self._previous = {name: _own_attribute(loop, name) for name in ("run_forever", "close")}
-        self.installed = False
-        try:
-            loop.run_forever = self.run_forever
-            loop.close = self.close
-            self.installed = True
-        except (AttributeError, TypeError):  # a loop class without __dict__
-            self.remove()
+        self._next: Any = None
+        self.active = False
+        self.link: _Link | None = None
 
-    def run_forever(self) -> Any:
-        monitor = self._monitor()
+    def wrap(self, next_call: Any) -> None:
+        self._next = next_call
+
+
+class _RunForeverHook(_LoopHook):
+    """Pauses the monitor while the loop is not running."""
+
+    __slots__ = ()
+    name = "run_forever"
+
+    def call(self) -> Any:
+        monitor = self._monitor() if self.active else None
         if monitor is not None:
             monitor._loop_started()
         try:
-            return self._run_forever()
+            return self._next()
         finally:
             if monitor is not None:
                 monitor._loop_stopped()
 
-    def close(self) -> Any:
-        monitor = self._monitor()
+
+class _CloseHook(_LoopHook):
+    """Stops the monitor when the loop closes."""
+
+    __slots__ = ()
+    name = "close"
+
+    def call(self) -> Any:
+        monitor = self._monitor() if self.active else None
         if monitor is not None:
             monitor.stop()
-        return self._close()
-
-    def remove(self) -> None:
-        for name, ours in (("run_forever", self.run_forever), ("close", self.close)):
-            if getattr(self._loop, name, None) == ours:
-                _restore(self._loop, name, self._previous[name])
-        self.installed = False
+        return self._next()
 
 
 def _own_attribute(obj: Any, name: str) -> Any:
@@ -223,11 +318,13 @@ class LoopMonitorBase:
         self._snapshot_lock = threading.Lock()  # one interval swap at a time
         self._core: Any = None
         self._tick: Any = None
-        self._timer: Any = None  # select timer, kept across restarts
-        self._select_hook: Any = None  # its select(), as installed on the selector
-        self._select_previous: Any = _MISSING
-        self._patch: _RunPatch | None = None
+        self._timer: Any = None  # this run's select timer (a fresh one each start)
+        self._waited_ns = 0  # select wait time of the earlier runs' timers
+        self._links: list[_Link] = []  # this run's wrappers on the loop and selector
+        # The thread that reports stall events; it clears this itself when it
+        # ends, and a start() while it still runs keeps it (see _report_loop).
         self._reporter: threading.Thread | None = None
+        self._pending: collections.deque[Any] = collections.deque()  # events of a stopped run
         self._running = False
         self._stopped_by_fork = False
         self._method = "unavailable"
@@ -341,19 +438,33 @@ class LoopMonitorBase:
         core = self._core
         self._tick = self._Tick(core, loop, self._resolution, self._delay[0], self._delay[1],
                                 self._tick.delay_index if self._tick is not None else 0)
-        if self._timer is None:
-            self._timer = self._SelectTimer()
         self._method = "thread_cpu" if core.thread_cpu_supported else "unavailable"
         selector = getattr(loop, "_selector", None)
         if isinstance(selector, selectors.BaseSelector):
-            self._select_previous = _own_attribute(selector, "select")
-            self._timer.wrap(selector.select)
-            # A bound method: called through vectorcall, the cheapest wrapper
-            # (it runs once per loop iteration).
-            self._select_hook = self._timer.select
-            selector.select = self._select_hook
-            self._method = "selector_wait"
-        self._patch = _RunPatch(self, loop)
+            timer = self._SelectTimer()
+            try:
+                # A bound method: called through vectorcall, the cheapest
+                # wrapper (it runs once per loop iteration).
+                self._links.append(_link(selector, "select", timer, timer.select))
+                self._timer = timer
+                self._method = "selector_wait"
+            except (AttributeError, TypeError):  # a selector without __dict__
+                pass
+        for hook in (_RunForeverHook(self), _CloseHook(self)):
+            try:
+                self._links.append(_link(loop, hook.name, hook, hook.call))
+            except (AttributeError, TypeError):  # a loop class without __dict__
+                pass
+        if self._reporter is not None:
+            # The last run's reporter is still at work (this start comes from
+            # its on_stall, or stop() gave up waiting for it): it goes on
+            # reporting, first the events the stopped sampler still holds,
+            # which starting it again would drop.
+            while True:
+                event = core.wait_event(0)
+                if event is None or event is False:
+                    break
+                self._pending.append(event)
         try:
             core.start(True)  # paused until the loop runs
         except BaseException:  # no thread: leave the loop as it was
@@ -365,11 +476,12 @@ class LoopMonitorBase:
             self._started_ns = now
             self._total_base = self._counters(now)
             self._interval_base = dict(self._total_base)
-        reporter = threading.Thread(
-            target=self._report_loop, args=(core,), name="loopwatch-reporter", daemon=True
-        )
-        self._reporter = reporter
-        reporter.start()
+        if self._reporter is None:
+            reporter = threading.Thread(
+                target=self._report_loop, args=(core,), name="loopwatch-reporter", daemon=True
+            )
+            self._reporter = reporter
+            reporter.start()
 
     def stop(self) -> None:
         """Stop watching (idempotent): joins the sampler and reporter threads.
@@ -386,24 +498,24 @@ class LoopMonitorBase:
                 tick.deactivate()
                 if asyncio._get_running_loop() is loop:
                     tick.disarm()
-            self._remove_hooks()
-            reporter, self._reporter = self._reporter, None
-        core.stop()
+            self._remove_hooks(now)
+            # Under the lock: a start() from another thread finds the sampler
+            # stopped, its last events queued.
+            core.stop()
+            reporter = self._reporter
         if reporter is not None and reporter is not threading.current_thread():
             reporter.join(REPORTER_JOIN_TIMEOUT)
             if reporter.is_alive():
                 logger.warning("loopwatch: the on_stall callback did not return within %.0f s "
                                "of stop(); its thread is left running", REPORTER_JOIN_TIMEOUT)
 
-    def _remove_hooks(self) -> None:
-        if self._patch is not None:
-            self._patch.remove()
-            self._patch = None
-        selector = getattr(self._loop, "_selector", None)
-        hook = self._select_hook
-        if selector is not None and hook is not None and getattr(selector, "select", None) is hook:
-            _restore(selector, "select", self._select_previous)
-        self._select_hook = None
+    def _remove_hooks(self, now: int | None = None) -> None:
+        links, self._links = self._links, []
+        for link in reversed(links):
+            _unlink(link)
+        if self._timer is not None:
+            self._waited_ns += self._timer.waited_ns(time.monotonic_ns() if now is None else now)
+            self._timer = None
 
     # -- the loop runs / stops (called in the loop thread) -----------------
     def _loop_started(self) -> None:
@@ -438,12 +550,21 @@ class LoopMonitorBase:
     # -- stall reports ------------------------------------------------------
     def _report_loop(self, core: Any) -> None:
         while True:
-            event = core.wait_event(None)
+            try:
+                event = self._pending.popleft()
+            except IndexError:
+                event = core.wait_event(None)
             if event is None:
                 continue
             # At interpreter exit, reports still queued are dropped: nothing
             # is reported after the program's end.
-            if event is False or _EXITING or sys.is_finalizing():
+            if _EXITING or sys.is_finalizing():
+                return
+            if event is False:  # stopped and drained
+                with self._lock:
+                    if self._running or self._pending:
+                        continue  # started again meanwhile: this thread reports on
+                    self._reporter = None
                 return
             try:
                 self._handle(event)
@@ -501,7 +622,7 @@ class LoopMonitorBase:
         if self._on_stall is not None:
             try:
                 self._on_stall(report)
-            except Exception:
+            except BaseException:  # even SystemExit: it would end the reporter
                 logger.exception("loopwatch: on_stall raised")
 
     def _take_stack(
@@ -562,7 +683,7 @@ class LoopMonitorBase:
             current = self._core.loop_thread_cpu_ns()
             if current is not None:
                 cpu += max(0, current - self._cpu_since_ns)
-        waited = self._timer.waited_ns(now) if self._timer is not None else 0
+        waited = self._waited_ns + (self._timer.waited_ns(now) if self._timer is not None else 0)
         return {
             "wall": now,
             "process_cpu": time.process_time_ns(),
@@ -598,14 +719,18 @@ class LoopMonitorBase:
             with self._lock:
                 now = time.monotonic_ns()
                 counters = self._counters(now)
-                ongoing = 0
                 if self._current_stall is not None:
+                    # A stall going on counts with its length so far, kept:
+                    # its end may be reported shorter (measured at the first
+                    # heartbeat after it), and longest_stall never decreases.
                     ongoing = max(0, now - self._current_stall[1])
+                    self._longest_interval_ns = max(self._longest_interval_ns, ongoing)
+                    self._longest_total_ns = max(self._longest_total_ns, ongoing)
                 interval_base, total_base = self._interval_base, self._total_base
                 interval_stalls = self._stalls_interval
-                interval_longest = max(self._longest_interval_ns, ongoing)
+                interval_longest = self._longest_interval_ns
                 total_stalls = self._stalls_total
-                total_longest = max(self._longest_total_ns, ongoing)
+                total_longest = self._longest_total_ns
                 running, stalled = self._running, self._current_stall is not None
                 if reset_interval:
                     self._stalls_interval = 0
@@ -682,11 +807,12 @@ class LoopMonitorBase:
             self._core.after_fork_child()
         if self._tick is not None:
             self._tick.after_fork_child()
+        self._reporter = None  # not copied, even if it outlived a stop()
+        self._pending.clear()
         if not self._running:
             return
         self._running = False
         self._stopped_by_fork = True
-        self._reporter = None
         self._close_run_period(time.monotonic_ns(), read_cpu=False)
         self._current_stall = None
         self._current_report = None
@@ -697,6 +823,8 @@ class LoopMonitorBase:
 
 
 def _after_fork_in_child() -> None:
+    global _CHAIN_LOCK
+    _CHAIN_LOCK = threading.Lock()  # another thread may have held it at the fork
     for monitor in list(_ALL_MONITORS):
         monitor._forget_after_fork()
 

@@ -267,11 +267,17 @@ cdef class _NativeTick:
 
 
 cdef class _NativeSelectTimer:
-    """Wraps a selector's select() and adds up the time spent inside it."""
+    """Wraps a selector's select() and adds up the time spent inside it;
+    once inactive (its monitor stopped), a pure pass-through."""
 
     cdef object _select
     cdef int64_t _waited
     cdef int64_t _since
+    cdef public bint active
+    cdef public object link  # the monitor's bookkeeping of the wrapper chain
+
+    def __cinit__(self):
+        self.active = True
 
     def wrap(self, select):
         self._select = select
@@ -279,7 +285,7 @@ cdef class _NativeSelectTimer:
     def select(self, timeout=None):
         # A poll (timeout 0: the loop has callbacks ready) does not wait:
         # it is busy time, and needs no clock.
-        if timeout is not None and not timeout:
+        if not self.active or (timeout is not None and not timeout):
             return self._select(timeout)
         cdef int64_t start = lw_loop_now_ns()
         self._since = start

@@ -294,12 +294,15 @@ class _PyTick:
 
 
 class _PySelectTimer:
-    """Wraps a selector's select() and adds up the time spent inside it."""
+    """Wraps a selector's select() and adds up the time spent inside it;
+    once inactive (its monitor stopped), a pure pass-through."""
 
     def __init__(self) -> None:
         self._select: Any = None
         self._waited = 0
         self._since = 0
+        self.active = True
+        self.link: Any = None  # the monitor's bookkeeping of the wrapper chain
 
     def wrap(self, select: Any) -> None:
         self._select = select
@@ -307,7 +310,7 @@ class _PySelectTimer:
     def select(self, timeout: float | None = None) -> Any:
         # A poll (timeout 0: the loop has callbacks ready) does not wait:
         # it is busy time, and needs no clock.
-        if timeout is not None and not timeout:
+        if not self.active or (timeout is not None and not timeout):
             return self._select(timeout)
         start = time.monotonic_ns()
         self._since = start
