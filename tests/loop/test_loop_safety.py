@@ -217,11 +217,11 @@ def test_interpreter_exits_cleanly_with_a_running_monitor(impl, loop_kind, scrip
     for code, out, err in results:
         assert code == expected_code, err
         assert out == expected
-        # stall lines go to stderr through the logger's last-resort handler;
-        # nothing else, in particular no report after "exiting"
+        # stall lines go to stderr through the logger's last-resort handler,
+        # and nothing else (no traceback, no error from a thread at exit). A
+        # machine loaded enough to keep the loop thread off a core for the
+        # threshold makes a real stall of an idle loop: reported, and fine.
         for line in err.splitlines():
-            assert line.startswith("event loop stall #1 "), err
+            assert line.startswith("event loop stall #"), err
         if script is EXIT_DURING_A_STALL:
-            assert 1 <= len(err.splitlines()) <= 2
-        else:
-            assert err == ""
+            assert err.startswith("event loop stall #1 in progress"), err
