@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -59,14 +60,23 @@ def test_blocking_app_shows_live_stalls_and_an_exit_summary():
         assert "blocking_app: served" in out, where
         lines = err.splitlines()
         live = [line for line in lines if line.startswith("loopwatch: event loop stall")]
-        assert len(live) == 4, where
-        assert "#1 in progress" in live[0] and "in render_report() at" in live[0], where
-        assert "#1 ended after" in live[1], where
-        assert "#2 in progress" in live[2] and "in legacy_db_lookup() at" in live[2], where
-        assert "#2 ended after" in live[3], where
+        # The app's two blocking calls, in order, each reported while it
+        # went on and again when it ended. A machine loaded enough to keep
+        # the loop off a core for the threshold adds real stalls of its
+        # own: they are reported too, and counted in the summary.
+        started = {int(m.group(1)): line for line in live
+                   if (m := re.search(r"stall #(\d+) in progress", line))}
+        ended = {int(m.group(1)) for line in live
+                 if (m := re.search(r"stall #(\d+) ended after", line))}
+        assert sorted(ended) == sorted(started) == list(range(1, len(started) + 1)), where
+        blamed = [n for n, line in sorted(started.items())
+                  if "in render_report() at" in line or "in legacy_db_lookup() at" in line]
+        assert len(blamed) == 2, where
+        assert "in render_report() at" in started[blamed[0]], where
+        assert "in legacy_db_lookup() at" in started[blamed[1]], where
         summary = err[err.index("loopwatch: loop 1 ("):]
         assert "p50" in summary and "p99.9" in summary and "lag histogram:" in summary, where
-        assert "2 stalls (longest" in summary, where
+        assert f"{len(started)} stalls (longest" in summary, where
         method = "selector_wait" if kind == "asyncio" else "thread_cpu"
         assert f"({method})" in summary, where
         assert ("uvloop.Loop" in summary) == (kind == "uvloop"), where
@@ -96,7 +106,8 @@ def test_run_module_with_arguments_and_exit_status(tmp_path, impl, loop_kind):
     assert "argv ['a', '--b']" in result.stdout
     assert "in stuck_in_sync_code() at" in result.stderr
     assert "resolution 5 ms, stall threshold 50 ms" in result.stderr
-    assert "1 stall (longest" in result.stderr
+    # one stall from the program; a loaded machine may add its own
+    assert re.search(r"\b\d+ stalls? \(longest", result.stderr), result.stderr
 
 
 def test_every_loop_is_watched(tmp_path, impl, loop_kind):
