@@ -60,3 +60,11 @@ def test_gateway_example(impl, monkeypatch, runtime_dir, capsys):
     promised = re.findall(r"^\s*print\(.*\)\s*#\s*(.*?)\s*$", code, re.M)
     assert printed == promised == ["True", "True 1"]
     assert not os.listdir(runtime_dir / "loopwatch")  # the socket is gone
+
+
+def test_interval_log_example(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = _section_code("### Interval logs (.hlog)")
+    exec(compile(code, "README.md (interval logs)", "exec"), {})
+    promised = re.findall(r"^\s*print\(.*\)\s*#\s*(.*?)\s*$", code, re.M)
+    assert capsys.readouterr().out.splitlines() == promised

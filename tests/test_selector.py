@@ -72,7 +72,8 @@ def test_both_implementations_expose_the_same_api(request):
 
 
 PUBLIC_API = [
-    "Diagnostics", "IMPLEMENTATION", "Histogram", "LatencyStats", "LivenessReport",
+    "Diagnostics", "IMPLEMENTATION", "Histogram", "HistogramLogReader", "HistogramLogWriter",
+    "LatencyStats", "LivenessReport",
     "LivenessThresholds", "LoopMonitor", "LoopStats", "LoopWindow", "RegistryFull",
     "SessionEvent", "SessionRegistry", "SessionScope", "SessionView", "StackFrame", "StallEvent",
     "StatusFolderError", "StatusUnavailable", "TimerWheel", "__version__", "query_status",

@@ -14,11 +14,14 @@ from .status.client import StatusUnavailable, query_status
 from .status.paths import StatusFolderError, status_socket_path
 from .gateway.liveness import LivenessReport, LivenessThresholds
 from .gateway.diagnostics import Diagnostics
+from .hdr.log import HistogramLogReader, HistogramLogWriter
 
 __all__ = [
     "IMPLEMENTATION",
     "Diagnostics",
     "Histogram",
+    "HistogramLogReader",
+    "HistogramLogWriter",
     "LatencyStats",
     "LivenessReport",
     "LivenessThresholds",

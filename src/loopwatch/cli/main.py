@@ -1,6 +1,8 @@
 """The ``loopwatch`` command.
 
-    loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] [--no-status] script.py [args ...]
+    loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] [--no-status]
+                  [--prometheus-port N [--prometheus-host H]] [--hlog PATH [--hlog-interval S]]
+                  script.py [args ...]
     loopwatch run [options] -m module [args ...]
     loopwatch status [--timeout S] [--json] [PID]
     loopwatch demo [--fast] [--json]
@@ -23,7 +25,9 @@ import traceback
 from typing import Sequence
 
 USAGE = """\
-usage: loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] [--no-status] script.py [args ...]
+usage: loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] [--no-status]
+                     [--prometheus-port N [--prometheus-host H]] [--hlog PATH [--hlog-interval S]]
+                     script.py [args ...]
        loopwatch run [options] -m module [args ...]
        loopwatch status [--timeout S] [--json] [PID]
        loopwatch demo [--fast] [--json]
@@ -40,6 +44,12 @@ run options:
   --stall-threshold S  lag in seconds that counts as a stall (default 0.1)
   --no-stack           do not take the loop thread's stack for stall reports
   --no-status          do not serve the status socket
+  --prometheus-port N  serve Prometheus metrics at http://H:N/metrics (0: a free port,
+                       printed on stderr); needs prometheus_client
+  --prometheus-host H  the address to serve them on (default 127.0.0.1, loopback only)
+  --hlog PATH          write each loop's lag to an HdrHistogram interval log (.hlog),
+                       one line per loop (Tag=loop1, ...) per interval
+  --hlog-interval S    seconds between interval log lines (default 1)
   -m module            run a module as a script, like python -m
   -h, --help           show this help
 """
@@ -56,11 +66,40 @@ def _seconds(option: str, value: str) -> float:
         raise UsageError(f"{option} expects a number of seconds, got {value!r}") from None
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise UsageError(f"--prometheus-port expects a port number, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--prometheus-port must be in 0..65535, got {port}")
+    return port
+
+
+def _export_option(name: str, value: str) -> object:
+    """The value of an exporter option (--prometheus-*, --hlog*)."""
+    if name == "--prometheus-port":
+        return _port(value)
+    if name == "--hlog-interval":
+        seconds = _seconds(name, value)
+        if not (0.001 <= seconds <= 86400.0):  # also refuses NaN
+            raise UsageError(f"--hlog-interval must be between 0.001 and 86400 seconds, "
+                             f"got {value!r}")
+        return seconds
+    if not value:
+        raise UsageError(f"{name} expects a non-empty value")
+    return value
+
+
+_EXPORT_OPTIONS = ("--prometheus-port", "--prometheus-host", "--hlog", "--hlog-interval")
+
+
 def parse_run_args(args: Sequence[str]) -> dict:
     """Options of ``loopwatch run``, then the program and its arguments.
     Everything after the script (or -m module) belongs to the program."""
     options = {"resolution": 0.01, "stall_threshold": 0.1, "capture_stack": True,
-               "status": True}
+               "status": True, "prometheus_port": None, "prometheus_host": "127.0.0.1",
+               "hlog": None, "hlog_interval": 1.0}
     args = list(args)
     i = 0
     while i < len(args):
@@ -77,6 +116,15 @@ def parse_run_args(args: Sequence[str]) -> dict:
             else:
                 raise UsageError(f"{name} expects a number of seconds")
             options[name[2:].replace("-", "_")] = _seconds(name, value)
+        elif name in _EXPORT_OPTIONS:
+            if eq:
+                value = inline
+            elif i + 1 < len(args):
+                i += 1
+                value = args[i]
+            else:
+                raise UsageError(f"{name} expects a value")
+            options[name[2:].replace("-", "_")] = _export_option(name, value)
         elif arg == "--no-stack":
             options["capture_stack"] = False
         elif arg == "--no-status":
@@ -136,9 +184,22 @@ def run(argv: Sequence[str]) -> int:
         except (StatusFolderError, OSError) as exc:
             print(f"loopwatch run: status not served: {exc}", file=sys.stderr)
 
+    from loopwatch.export.runner import Exporters
+
+    exporters = Exporters(parsed["prometheus_port"], parsed["prometheus_host"],
+                          parsed["hlog"], parsed["hlog_interval"])
+    try:
+        exporters.start()
+    except Exception as exc:  # a missing prometheus_client, an address or path refused
+        print(f"loopwatch run: error: {exc}", file=sys.stderr)
+        if server is not None:
+            status_server.release(server)
+        return 2
+
     def on_watch(name, monitor):
         if server is not None:
             server.add_monitor(monitor, name)
+        exporters.add_monitor(monitor)
 
     watcher = LoopWatcher(monitor_for, on_watch).install()
     status = 0
@@ -165,6 +226,7 @@ def run(argv: Sequence[str]) -> int:
         sys.argv = saved_argv
         if saved_path0 is not None and sys.path and sys.path[0] != saved_path0:
             sys.path.pop(0)
+    exporters.stop()
     _print_summaries(watcher, format_summary)
     if server is not None:
         from loopwatch.status import server as status_server

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from .._selector import LoopMonitor
 from ..loop.stats import LoopStats, StallEvent
+from ..export.sources import default_sources
 from ..status import server as status_server
 from .liveness import LivenessReport, LivenessReporter, LivenessThresholds
 
@@ -159,6 +160,10 @@ class Diagnostics:
                 self._loop_id = self._server.add_monitor(monitor, self._name)
                 if self._registry is not None:
                     self._server.add_registry(self._registry)
+            # The process's exporters (Prometheus, OpenTelemetry, .hlog) see it too.
+            default_sources().add_monitor(monitor)
+            if callable(getattr(self._registry, "counts", None)):
+                default_sources().add_registry(self._registry)
             self._stopping.clear()
             self._liveness_thread = threading.Thread(
                 target=self._liveness_forever, name="loopwatch-liveness", daemon=True)
@@ -191,6 +196,9 @@ class Diagnostics:
                 server.remove_registry(self._registry)
             status_server.release(server)
         self._loop_id = None
+        default_sources().remove_monitor(self._monitor)
+        if self._registry is not None:
+            default_sources().remove_registry(self._registry)
         if self._registry is not None and hasattr(self._registry, "set_stall_clock"):
             self._registry.set_stall_clock(None)
         self._monitor.stop()

@@ -334,6 +334,9 @@ class SessionRegistry:
             or inspect.iscoroutinefunction(getattr(store, "__call__", None))
         )
         self._on_evict = on_evict
+        # Called with every event, outside the lock (add_event_listener);
+        # replaced, never mutated, so _publish iterates without locking.
+        self._event_listeners: tuple[Callable[[SessionEvent], Any], ...] = ()
         self._clock = clock
         if wheel_factory is None:
             from .._selector import TimerWheel as wheel_factory
@@ -391,6 +394,28 @@ class SessionRegistry:
         self._release()
 
     # -- time ----------------------------------------------------------------------
+    def add_event_listener(self, listener: Callable[[SessionEvent], Any]) -> None:
+        """Call ``listener(event)`` with every :class:`SessionEvent` the
+        registry reports (``stuck``, ``recovered``, ``evicted``), whatever
+        the logging configuration: after the event is logged and before
+        ``on_evict``, outside the registry's lock, in the thread that ran
+        the check. Exporters count evictions this way. Its exceptions are
+        logged, never raised. Adding the same listener twice calls it once.
+        """
+        if not callable(listener):
+            raise TypeError("listener must be a callable taking a SessionEvent")
+        listeners = self._event_listeners
+        if listener not in listeners:
+            self._event_listeners = listeners + (listener,)
+
+    def remove_event_listener(self, listener: Callable[[SessionEvent], Any]) -> bool:
+        """Stop calling ``listener``; False when it was not added."""
+        listeners = self._event_listeners
+        if listener not in listeners:
+            return False
+        self._event_listeners = tuple(fn for fn in listeners if fn != listener)
+        return True
+
     def set_stall_clock(self, stalled: Callable[[], float] | None) -> None:
         """Measure session ages in unstalled time from now on.
 
@@ -942,6 +967,14 @@ class SessionRegistry:
                     "session_key": event.session.key,
                     "session_event": event,
                 })
+        for listener in self._event_listeners:
+            for event in events:
+                try:
+                    listener(event)
+                except Exception:
+                    logger.exception("session event listener failed for sessionId=%s",
+                                     _printable(event.session_id),
+                                     extra={"session_id": event.session_id})
         if self._on_evict is None:
             return
         for event in events:
