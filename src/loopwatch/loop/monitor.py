@@ -60,7 +60,7 @@ _ALL_MONITORS: weakref.WeakSet[LoopMonitorBase] = weakref.WeakSet()
 _EXITING = False
 
 
-def _seconds_option(name: str, value: Any) -> float:
+def _seconds_option(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
     value = float(value)
@@ -351,7 +351,7 @@ class LoopMonitorBase:
             # A bound method: called through vectorcall, the cheapest wrapper
             # (it runs once per loop iteration).
             self._select_hook = self._timer.select
-            selector.select = self._select_hook
+            selector.select = self._select_hook  # type: ignore[method-assign]
             self._method = "selector_wait"
         self._patch = _RunPatch(self, loop)
         try:
@@ -453,6 +453,7 @@ class LoopMonitorBase:
     def _handle(self, event: tuple[int, int, int, int, int, int]) -> None:
         kind, stall_id, heartbeat_ns, started_ns, detected_ns, duration_ns = event
         loop = self._loop
+        assert loop is not None  # set before the reporter starts
         tick = self._tick
         thread_id = tick.thread_id if tick is not None else None
         if kind == START:
@@ -520,7 +521,7 @@ class LoopMonitorBase:
         frame = sys._current_frames().get(thread_id) if thread_id is not None else None
         if frame is None:
             return None, "stack not captured: the loop thread has no Python frame"
-        frames = []
+        frames: list[StackFrame] = []
         while frame is not None and len(frames) < MAX_STACK_FRAMES:
             frames.append(StackFrame(frame.f_code.co_filename, frame.f_lineno or 0,
                                      frame.f_code.co_name))
