@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -100,3 +101,54 @@ def test_public_api_is_pinned_and_resolves_in_both_implementations(switch, reque
     names, implementation = run.stdout.splitlines()
     assert names == repr(sorted(PUBLIC_API))
     assert implementation == ("python" if switch == "1" else "native")
+
+
+from loopwatch._selector import _TWINS as _ALL_TWINS  # noqa: E402
+
+NATIVE_MODULES = sorted({native for native, _ in _ALL_TWINS.values()})
+
+
+def test_pure_build_has_no_native_module_and_no_warning():
+    """A package built with LOOPWATCH_NO_EXTENSIONS=1 has no native module at
+    all (no spec to find): it knows it is a pure build and stays quiet."""
+    code = (
+        "import sys, warnings\n"
+        f"for name in {NATIVE_MODULES!r}:\n"
+        "    sys.modules['loopwatch.' + name] = None  # no spec: find_spec answers None\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import loopwatch\n"
+        "print(loopwatch.IMPLEMENTATION, len(caught))\n"
+    )
+    run = _run(code)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["python", "0"]
+    assert run.stderr == ""
+
+
+def test_native_build_whose_extension_fails_to_load_still_warns():
+    """The extension is there (a spec) but cannot load, as an .so with an
+    unresolved symbol: one RuntimeWarning, naming the cause."""
+    code = (
+        "import importlib.abc, importlib.util, sys, warnings\n"
+        "class Broken(importlib.abc.MetaPathFinder, importlib.abc.Loader):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'loopwatch.loop.native':\n"
+        "            return importlib.util.spec_from_loader(name, self)\n"
+        "    def create_module(self, spec):\n"
+        "        raise ImportError('undefined symbol: lw_loop_new (simulated)')\n"
+        "    def exec_module(self, module):\n"
+        "        pass\n"
+        "sys.meta_path.insert(0, Broken())\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import loopwatch\n"
+        "print(loopwatch.IMPLEMENTATION)\n"
+        "print([str(w.message) for w in caught if w.category is RuntimeWarning])\n"
+    )
+    run = _run(code)
+    assert run.returncode == 0, run.stderr
+    implementation, messages = run.stdout.splitlines()
+    assert implementation == "python"
+    messages = ast.literal_eval(messages)
+    assert len(messages) == 1 and "undefined symbol: lw_loop_new" in messages[0]

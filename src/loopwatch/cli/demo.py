@@ -547,7 +547,7 @@ class Demo:
         lat = [a["ms"] for a in good]
         shown = [a for a in good if a["stall_shown"] and a.get("function") == self.block_function]
         frames = sorted({a["frame"] for a in shown if a["frame"]})
-        status_fact = {
+        status_fact: dict[str, Any] = {
             "count": len(answers), "answered": len(good),
             "p50_ms": round(statistics.median(lat), 3) if lat else None,
             "max_ms": round(max(lat), 3) if lat else None,
@@ -576,8 +576,8 @@ class Demo:
               " the report's `gateway status` was SIGKILLed")
 
         # liveness
-        block_start = getattr(self, "block_start", None)
-        block_end = getattr(self, "block_end", None)
+        block_start: Any = getattr(self, "block_start", None)
+        block_end: Any = getattr(self, "block_end", None)
         liveness = [r for r in records if r.get("logger") == "loopwatch.liveness"]
         during = [r for r in liveness if block_start is not None and block_end is not None
                   and block_start <= r["t"] <= block_end + 0.05]
@@ -596,9 +596,9 @@ class Demo:
         wrong = [r for r in session_events if r["event"]["session"] != ghost
                  and r["event"]["kind"] in ("stuck", "evicted")]
         keeper = getattr(self, "keeper", None)
-        work_start = next((r["t"] for r in records if r.get("msg") == "work started"
+        work_start: Any = next((r["t"] for r in records if r.get("msg") == "work started"
                            and r.get("session") == keeper), None)
-        work_done = next((r["t"] for r in records if r.get("msg") == "work done"
+        work_done: Any = next((r["t"] for r in records if r.get("msg") == "work done"
                           and r.get("session") == keeper), None)
         spanned = (None not in (work_start, work_done, block_start, block_end)
                    and work_start < block_start and work_done > block_end)
@@ -624,7 +624,7 @@ class Demo:
 
         # the checks' cost
         n, cpu = stopped.get("checks"), stopped.get("check_cpu_s")
-        if n:
+        if n and cpu is not None:
             per = cpu / n * 1e6
             facts["check_cpu"] = {"checks": n, "cpu_s": cpu, "per_check_us": round(per, 1)}
             check("CPU spent by session checks", per < 5000,
@@ -788,7 +788,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(verdict, indent=2))
     else:
         print(format_verdict(verdict))
-    return verdict["exit_status"]
+    status: int = verdict["exit_status"]
+    return status
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ class Client:
         line = self.file.readline()
         if not line:
             raise ClientError("the gateway closed the connection")
-        return json.loads(line)
+        answer: dict[str, Any] = json.loads(line)
+        return answer
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
         self.send(op, **fields)
@@ -116,8 +117,8 @@ def run(opts: argparse.Namespace) -> int:
             emit("opened", session=sid, key=opts.key)
             client.request("hang")
             emit("hanging", session=sid)
-            msg = client.file.readline()  # nothing comes until the gateway drops us
-            emit("dropped", session=sid, got=msg.decode(errors="replace").strip())
+            dropped = client.file.readline()  # nothing comes until the gateway drops us
+            emit("dropped", session=sid, got=dropped.decode(errors="replace").strip())
             return 1
     except (ClientError, OSError, ValueError) as exc:
         emit("error", error=str(exc))

@@ -164,7 +164,7 @@ class Gateway:
             store=self.in_store,
             on_evict=self.on_evict,
         )
-        self.connections: set[asyncio.Task] = set()
+        self.connections: set[asyncio.Task[None]] = set()
         self.diag: loopwatch.Diagnostics | None = None
         self.stopping = False
 
@@ -182,7 +182,7 @@ class Gateway:
                     extra={"session": str(view.session_id), "key": view.key})
         task = view.task
         if task is not None and not task.done():
-            task._gateway_evicted = True  # type: ignore[attr-defined]
+            task._gateway_evicted = True
             task.cancel()
 
     # -- one connection ---------------------------------------------------------
@@ -214,7 +214,7 @@ class Gateway:
 
 class _Connection:
     def __init__(self, gw: Gateway, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, task: asyncio.Task) -> None:
+                 writer: asyncio.StreamWriter, task: asyncio.Task[None]) -> None:
         self.gw = gw
         self.reader = reader
         self.writer = writer
@@ -222,7 +222,7 @@ class _Connection:
         self.scope: Any = None
         self.sid: str | None = None
         self.gone = asyncio.Event()
-        self.requests: asyncio.Queue = asyncio.Queue()
+        self.requests: asyncio.Queue[Any] = asyncio.Queue()
         self.reading = asyncio.get_running_loop().create_task(self._read())
         self.peer = str(writer.get_extra_info("peername"))
 
@@ -362,7 +362,7 @@ class _Connection:
     # -- the end of the connection --------------------------------------------
     def _close(self, reason: str) -> None:
         scope, sid = self.scope, self.sid
-        if scope is None:
+        if scope is None or sid is None:
             return
         was_open = scope.is_open
         scope.__exit__(None, None, None)

@@ -6,6 +6,7 @@
     loopwatch run [options] -m module [args ...]
     loopwatch status [--timeout S] [--json] [PID]
     loopwatch demo [--fast] [--json]
+    loopwatch --version
 
 runs an asyncio program (asyncio or uvloop) with a loop monitor on every
 event loop it runs, without changing its code: stalls are reported live on
@@ -17,12 +18,13 @@ loopwatch's. Also ``python -m loopwatch run ...`` (:mod:`loopwatch.__main__`).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import runpy
 import sys
 import traceback
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 USAGE = """\
 usage: loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] [--no-status]
@@ -31,6 +33,7 @@ usage: loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] [--no-s
        loopwatch run [options] -m module [args ...]
        loopwatch status [--timeout S] [--json] [PID]
        loopwatch demo [--fast] [--json]
+       loopwatch --version
 
 run: run an asyncio program with a monitor on every event loop it runs:
 stalls are reported on stderr while they happen, a summary of each loop is
@@ -94,7 +97,7 @@ def _export_option(name: str, value: str) -> object:
 _EXPORT_OPTIONS = ("--prometheus-port", "--prometheus-host", "--hlog", "--hlog-interval")
 
 
-def parse_run_args(args: Sequence[str]) -> dict:
+def parse_run_args(args: Sequence[str]) -> dict[str, Any]:
     """Options of ``loopwatch run``, then the program and its arguments.
     Everything after the script (or -m module) belongs to the program."""
     options = {"resolution": 0.01, "stall_threshold": 0.1, "capture_stack": True,
@@ -169,7 +172,7 @@ def run(argv: Sequence[str]) -> int:
     stall_logger.setLevel(logging.WARNING)
     stall_logger.propagate = False  # one line per report, whatever the app's logging
 
-    def monitor_for(loop):
+    def monitor_for(loop: Any) -> Any:
         return loopwatch.LoopMonitor(loop, resolution=parsed["resolution"],
                                      stall_threshold=parsed["stall_threshold"],
                                      capture_stack=parsed["capture_stack"])
@@ -196,30 +199,35 @@ def run(argv: Sequence[str]) -> int:
             status_server.release(server)
         return 2
 
-    def on_watch(name, monitor):
+    def on_watch(name: str, monitor: Any) -> None:
         if server is not None:
             server.add_monitor(monitor, name)
         exporters.add_monitor(monitor)
 
     watcher = LoopWatcher(monitor_for, on_watch).install()
     status = 0
+    not_found = False
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     try:
         if module is not None:
             sys.argv = [module, *parsed["args"]]
             sys.path.insert(0, os.getcwd())
+            _find_module(module)
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         else:
             sys.argv = [script, *parsed["args"]]
             sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
-            runpy.run_path(script, run_name="__main__")
+            runpy.run_path(os.path.abspath(script), run_name="__main__")
+    except _ModuleNotFound as exc:
+        print(f"loopwatch run: error: {exc}", file=sys.stderr)
+        status, not_found = 2, True
     except SystemExit as exc:
         status = _exit_status(exc.code)
-    except KeyboardInterrupt:
-        traceback.print_exc()
+    except KeyboardInterrupt as exc:
+        _print_program_traceback(exc)
         status = 130
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as exc:
+        _print_program_traceback(exc)
         status = 1
     finally:
         watcher.uninstall()
@@ -227,13 +235,61 @@ def run(argv: Sequence[str]) -> int:
         if saved_path0 is not None and sys.path and sys.path[0] != saved_path0:
             sys.path.pop(0)
     exporters.stop()
-    _print_summaries(watcher, format_summary)
+    if not not_found:
+        _print_summaries(watcher, format_summary)
     if server is not None:
         from loopwatch.status import server as status_server
 
         status_server.release(server)
     watcher.stop_all()
     return status
+
+
+class _ModuleNotFound(Exception):
+    pass
+
+
+def _find_module(module: str) -> None:
+    """Raises _ModuleNotFound, before any of the program runs, when
+    ``python -m module`` would say "No module named ..." (its parent
+    packages are imported, as runpy does; their own errors propagate)."""
+    try:
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.submodule_search_locations is not None:
+            main = f"{module}.__main__"
+            if importlib.util.find_spec(main) is None:
+                raise _ModuleNotFound(f"No module named {main}; {module!r} is a package "
+                                      "and cannot be directly executed")
+    except ModuleNotFoundError as exc:
+        # Only a missing parent of the module itself, not an import inside it.
+        if exc.name is None or not (module == exc.name or module.startswith(exc.name + ".")):
+            raise
+        spec = None
+    except ValueError as exc:  # an empty or relative name
+        raise _ModuleNotFound(f"{exc}: {module!r}") from None
+    if spec is None:
+        raise _ModuleNotFound(f"No module named {module}")
+
+
+# Frames of loopwatch's own launch (this module, runpy, the import system
+# looking the module up): a program's traceback starts after them, as
+# `python script.py` shows it.
+_LAUNCH_FILES = (os.path.normcase(os.path.abspath(__file__)), os.path.normcase(runpy.__file__))
+
+
+def _print_program_traceback(exc: BaseException) -> None:
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not (os.path.normcase(filename) in _LAUNCH_FILES
+                or filename in ("<frozen runpy>", "<frozen importlib.util>")
+                or filename.startswith("<frozen importlib")
+                or os.path.normcase(filename) == os.path.normcase(importlib.util.__file__)):
+            break
+        tb = tb.tb_next
+    if tb is not None:  # the hook prints the exception's own traceback
+        exc.__traceback__ = tb
+    sys.excepthook(type(exc), exc, exc.__traceback__)
 
 
 def _exit_status(code: object) -> int:
@@ -245,7 +301,7 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-def _print_summaries(watcher, format_summary) -> None:
+def _print_summaries(watcher: Any, format_summary: Callable[[str, Any], str]) -> None:
     out = sys.stderr
     if not watcher.watched:
         print("loopwatch: no event loop ran", file=out)
@@ -262,9 +318,17 @@ def _print_summaries(watcher, format_summary) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``loopwatch`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        print(USAGE, end="", file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
         print(USAGE, end="")
-        return 0 if argv else 2
+        return 0
+    if argv[0] in ("-V", "--version"):
+        import loopwatch
+
+        print(f"loopwatch {loopwatch.__version__} ({loopwatch.IMPLEMENTATION})")
+        return 0
     command, rest = argv[0], argv[1:]
     if command == "run":
         return run(rest)

@@ -71,7 +71,7 @@ class LoopWatcher:
         if hasattr(os, "register_at_fork"):
             this = weakref.ref(self)
             os.register_at_fork(
-                after_in_child=lambda: (w := this()) is not None and w._forget_parent_loops())
+                after_in_child=lambda: None if (w := this()) is None else w._forget_parent_loops())
         asyncio.events._set_running_loop = _set_running_loop
         asyncio._set_running_loop = _set_running_loop
         if "uvloop" in sys.modules:
@@ -198,8 +198,8 @@ def live_stall_handler(stream: TextIO | None = None) -> logging.Handler:
     """Stall reports, one line each, on stderr (looked up at each write,
     so redirections of sys.stderr are followed)."""
 
-    class _Stderr(logging.StreamHandler):
-        @property  # type: ignore[override]
+    class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]  # generic only in typeshed
+        @property  # type: ignore[override, unused-ignore]  # a property over the attribute
         def stream(self) -> TextIO:
             return stream if stream is not None else sys.stderr
 

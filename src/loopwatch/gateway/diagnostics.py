@@ -32,7 +32,7 @@ __all__ = ["Diagnostics"]
 logger = logging.getLogger("loopwatch.gateway")
 
 
-def _positive(name: str, value: Any) -> float:
+def _positive(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
     value = float(value)
@@ -103,7 +103,7 @@ class Diagnostics:
         self._name = name
         self._server: Any = None
         self._loop_id: int | None = None
-        self._check_task: asyncio.Task | None = None
+        self._check_task: asyncio.Task[None] | None = None
         self._liveness_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._running = False
@@ -150,6 +150,7 @@ class Diagnostics:
         monitor = self._monitor
         monitor.start()
         loop = monitor.loop
+        assert loop is not None  # a started monitor has its loop
         try:
             if self._registry is not None:
                 if hasattr(self._registry, "set_stall_clock"):

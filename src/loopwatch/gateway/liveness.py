@@ -28,7 +28,7 @@ __all__ = ["LivenessReport", "LivenessReporter", "LivenessThresholds", "logger"]
 logger = logging.getLogger("loopwatch.liveness")
 
 
-def _non_negative(name: str, value: Any) -> float:
+def _non_negative(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, not {type(value).__name__}")
     value = float(value)

@@ -82,7 +82,7 @@ def as_count_value(name: str, value: object) -> int:
     if isinstance(value, (float, str, bytes, bool)) or value is None:
         raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
     try:
-        return operator.index(value)
+        return operator.index(value)  # type: ignore[arg-type]  # __index__ or TypeError: the check
     except TypeError:
         raise TypeError(f"{name} must be an integer, not {type(value).__name__}") from None
 

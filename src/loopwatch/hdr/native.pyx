@@ -35,7 +35,13 @@ cdef inline int64_t _nonneg(str name, object obj, bint saturate) except -1:
 
 
 cdef class Histogram:
-    """An HDR histogram of non-negative integers (native implementation)."""
+    # The first lines are the constructor's text signature (what
+    # inspect.signature and help() read for an extension type, whose
+    # __cinit__ they cannot see); CPython strips them from __doc__.
+    """Histogram(lowest_trackable=1, highest_trackable=3600000000, significant_figures=3)
+--
+
+An HDR histogram of non-negative integers (native implementation)."""
 
     def __cinit__(self, lowest_trackable=1, highest_trackable=3_600_000_000,
                   significant_figures=3):

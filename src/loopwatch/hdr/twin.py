@@ -377,7 +377,7 @@ class Histogram:
         return _hdr_codec.encode_frame(self._lowest, self._highest, self._figures, bytes(out))
 
     @classmethod
-    def decode(cls, data: bytes | str) -> Histogram:
+    def decode(cls, data: bytes | bytearray | memoryview | str) -> Histogram:
         """Rebuild a histogram from :meth:`encode` output or any V2 encoding.
 
         Raises ValueError for corrupted, truncated or hostile input (and

@@ -115,8 +115,8 @@ cdef class _NativeCore:
     def pause(self):
         lw_loop_pause(self._m)
 
-    def resume(self, int64_t now):
-        lw_loop_resume(self._m, now)
+    def resume(self, int64_t now_ns):
+        lw_loop_resume(self._m, now_ns)
 
     def last_heartbeat_ns(self):
         return lw_loop_last_heartbeat(self._m)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from ..hdr.twin import Histogram
 from .monitor import END, START, LoopMonitorBase
+from .stats import StallEvent
 
 __all__ = ["LoopMonitor", "watch"]
 
@@ -29,7 +30,8 @@ class _PyCore:
 
     thread_cpu_supported = hasattr(time, "pthread_getcpuclockid")
 
-    def __init__(self, resolution_ns: int, threshold_ns: int, lag_a: Any, lag_b: Any) -> None:
+    def __init__(self, resolution_ns: int, threshold_ns: int, lag_a: Histogram,
+                 lag_b: Histogram) -> None:
         if resolution_ns <= 0 or threshold_ns < resolution_ns or lag_a is lag_b:
             raise ValueError("invalid sampler configuration")
         self._res = resolution_ns
@@ -49,7 +51,7 @@ class _PyCore:
         self._mutex = threading.Lock()
         self._tick_cond = threading.Condition(self._mutex)
         self._event_cond = threading.Condition(self._mutex)
-        self._events: deque[tuple[int, ...]] = deque()
+        self._events: deque[tuple[int, int, int, int, int, int]] = deque()
         self._stopping = True
         self._thread: threading.Thread | None = None
         self._in_stall = False
@@ -135,7 +137,7 @@ class _PyCore:
             self._begin_stall(heartbeat, now)
         return tick + due * res, heartbeat
 
-    def _push(self, event: tuple[int, ...]) -> None:
+    def _push(self, event: tuple[int, int, int, int, int, int]) -> None:
         if len(self._events) >= _QUEUE:
             self._dropped += 1
             return
@@ -186,7 +188,7 @@ class _PyCore:
             return None
 
     # -- the reporter and the reader ----------------------------------------
-    def wait_event(self, timeout: float | None) -> tuple[int, ...] | None | bool:
+    def wait_event(self, timeout: float | None) -> tuple[int, int, int, int, int, int] | None | bool:
         """An event, None on timeout, False once stopped and drained."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._mutex:
@@ -224,8 +226,8 @@ class _PyTick:
     the callback's own firing delay (microseconds) into the active delay
     histogram."""
 
-    def __init__(self, core: _PyCore, loop: Any, resolution: float, delay_a: Any, delay_b: Any,
-                 delay_index: int = 0) -> None:
+    def __init__(self, core: _PyCore, loop: Any, resolution: float, delay_a: Histogram,
+                 delay_b: Histogram, delay_index: int = 0) -> None:
         self._core = core
         self._loop = loop
         self._res = resolution
@@ -304,7 +306,7 @@ class _PySelectTimer:
         self.active = True
         self.link: Any = None  # the monitor's bookkeeping of the wrapper chain
 
-    def wrap(self, select: Any) -> None:
+    def wrap(self, select: Callable[[float | None], Any]) -> None:
         self._select = select
 
     def select(self, timeout: float | None = None) -> Any:
@@ -338,7 +340,7 @@ def watch(
     *,
     resolution: float = 0.01,
     stall_threshold: float = 0.1,
-    on_stall: Any = None,
+    on_stall: Callable[[StallEvent], Any] | None = None,
     capture_stack: bool = True,
 ) -> LoopMonitor:
     """A monitor of the running loop: ``async with loopwatch.watch() as m:``.

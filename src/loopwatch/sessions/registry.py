@@ -75,12 +75,16 @@ def _clock_value(t: Any, what: str = "the registry's clock") -> float:
         t = int.__float__(t) if isinstance(t, int) else float.__float__(t)
     if not math.isfinite(t):
         raise ValueError(f"{what} returned {t!r}, not a finite time")
-    return t
+    seconds: float = t
+    return seconds
 
 
 class RegistryFull(RuntimeError):
     """Raised by :meth:`SessionRegistry.open` when the registry already holds
     ``max_sessions`` sessions. Nothing is evicted to make room."""
+
+    def __init__(self, *args: object) -> None:  # a signature inspect can read
+        super().__init__(*args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,11 +181,11 @@ class _Session:
         "epoch", "hkey", "alive",
     )
 
-    def __init__(self, sid, key, state, now):
+    def __init__(self, sid: Hashable, key: Any, state: str, now: float) -> None:
         self.sid = sid
         self.key = key
         self.state = state
-        self.queue_depth = None
+        self.queue_depth: int | None = None
         self.opened_at = now
         self.state_since = now
         self.last_progress = now
@@ -190,10 +194,10 @@ class _Session:
         self.reports = 0
         self.interval = 0.0
         self.next_report_at = 0.0
-        self.task = None
-        self.task_cb = None
+        self.task: Any = None
+        self.task_cb: Any = None
         self.epoch = 0  # bumped by every change a pending store check must not overrule
-        self.hkey = None  # the registry's key for it (the id, hashed once)
+        self.hkey: Any = None  # the registry's key for it (the id, hashed once)
         self.alive = True  # False once removed: identity checks never hash the id
 
     def activity(self) -> float:
@@ -208,7 +212,8 @@ class _Session:
         )
 
 
-def _duration(name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False):
+def _duration(name: str, value: Any, *, allow_none: bool = False,
+              allow_zero: bool = False) -> Any:  # float, or None if allowed
     if value is None and allow_none:
         return None
     if isinstance(value, (bool, str, bytes)) or not hasattr(value, "__float__"):
@@ -309,14 +314,14 @@ class SessionRegistry:
         *,
         wheel_factory: Callable[..., Any] | None = None,
     ) -> None:
-        self._stuck_after = _duration("stuck_after", stuck_after)
+        self._stuck_after: float = _duration("stuck_after", stuck_after)
         backoff = _duration("report_backoff", report_backoff)
         if backoff < 1.0:
             raise ValueError(f"report_backoff must be >= 1, got {backoff!r}")
         self._backoff = backoff
         self._max_interval = _duration("max_report_interval", max_report_interval)
-        self._evict_after = _duration("evict_after", evict_after, allow_none=True, allow_zero=True)
-        self._idle_timeout = _duration("idle_timeout", idle_timeout, allow_none=True)
+        self._evict_after: float | None = _duration("evict_after", evict_after, allow_none=True, allow_zero=True)
+        self._idle_timeout: float | None = _duration("idle_timeout", idle_timeout, allow_none=True)
         if isinstance(max_sessions, bool) or not isinstance(max_sessions, int):
             raise TypeError(f"max_sessions must be an int, got {max_sessions!r}")
         if max_sessions < 1:
@@ -328,7 +333,7 @@ class SessionRegistry:
         if not callable(clock):
             raise TypeError("clock must be a callable returning seconds")
         self._max_sessions = max_sessions
-        self._store = store
+        self._store: Any = store
         self._store_is_async = store is not None and (
             inspect.iscoroutinefunction(store)
             or inspect.iscoroutinefunction(getattr(store, "__call__", None))
@@ -339,14 +344,16 @@ class SessionRegistry:
         self._event_listeners: tuple[Callable[[SessionEvent], Any], ...] = ()
         self._clock = clock
         if wheel_factory is None:
-            from .._selector import TimerWheel as wheel_factory
+            from .._selector import TimerWheel
+
+            wheel_factory = TimerWheel
         start = _clock_value(clock())
         # Sessions are keyed by the id hashed once (the wheel module's
         # HashedKey): removing one never runs the id's code.
         key_type = getattr(sys.modules.get(getattr(wheel_factory, "__module__", "") or ""),
                            "HashedKey", None)
         self._key = key_type if isinstance(key_type, type) else _wheel_twin.HashedKey
-        self._wheel = wheel_factory(0.001, now=start)  # keyed by _Session objects
+        self._wheel: Any = wheel_factory(0.001, now=start)  # keyed by _Session objects
         self._schedule = self._wheel.schedule
         # Re-entrant, so a call back from code run under it is detected
         # (self._busy) and refused instead of deadlocking.
@@ -438,7 +445,7 @@ class SessionRegistry:
         first = None if stalled is None else self._read_stall(stalled, fresh=True)
         self._enter()
         try:
-            if self._stall_base is not None:
+            if self._stall_base is not None and self._stall_last is not None:
                 self._shift += self._stall_last - self._stall_base
             self._stall = stalled
             # A first reading that failed: the first good one becomes the base.
@@ -472,7 +479,7 @@ class SessionRegistry:
             logger.warning("stall clock %s; counting no stall added for such readings "
                            "(logged once)", what)
 
-    def _read_time(self, now: Any = None) -> tuple:
+    def _read_time(self, now: Any = None) -> tuple[float, Any, float | None]:
         """Outside the lock: (clock time, stall clock, its reading)."""
         raw = self._clock()
         if type(raw) is not float or raw - raw != 0.0:
@@ -497,10 +504,10 @@ class SessionRegistry:
         if sv is not None and stall is self._stall:
             if self._stall_base is None:
                 self._stall_base = self._stall_last = sv
-            elif sv > self._stall_last:
+            elif self._stall_last is None or sv > self._stall_last:
                 self._stall_last = sv
         shift = self._shift
-        if self._stall_base is not None:
+        if self._stall_base is not None and self._stall_last is not None:
             shift += self._stall_last - self._stall_base
         t = raw - shift
         if t < self._last_now:
@@ -758,7 +765,7 @@ class SessionRegistry:
         cancellation, timeout, or the coroutine being closed."""
         return SessionScope(self, session_id, key, state)
 
-    def bind_task(self, session_id: Hashable, task: asyncio.Future) -> None:
+    def bind_task(self, session_id: Hashable, task: asyncio.Future[Any]) -> None:
         """Close the session when ``task`` (an asyncio Task or Future) ends,
         however it ends. Binding another task replaces the first binding.
         Call it from the task's event loop."""
@@ -804,7 +811,7 @@ class SessionRegistry:
         if self._store_is_async:
             raise TypeError("the store is async: use 'await registry.acheck()'")
         events, pending, now = self._collect(*self._read_time(now))
-        answers: list = []
+        answers: list[Any] = []
         try:
             for p in pending:
                 answers.append(self._ask_store(p.session.sid))
@@ -820,7 +827,7 @@ class SessionRegistry:
         """:meth:`check` for a store that is async (or sync: both work).
         The store is asked about every due session at once (gathered)."""
         events, pending, now = self._collect(*self._read_time(now))
-        answers: list = []
+        answers: list[Any] = []
         try:
             if pending:
                 asks = [self._ask_store(p.session.sid, allow_async=True) for p in pending]
@@ -851,7 +858,7 @@ class SessionRegistry:
             delay = max_interval if nxt is None else min(max_interval, nxt - self._clock())
             await asyncio.sleep(max(delay, 0.0))
 
-    def _ask_store(self, session_id: Hashable, allow_async: bool = False):
+    def _ask_store(self, session_id: Hashable, allow_async: bool = False) -> Any:
         try:
             answer = self._store(session_id)
         except Exception:
@@ -914,7 +921,7 @@ class SessionRegistry:
             self._exit()
         return events, pending, now
 
-    def _settle(self, pending: list[_Pending], answers: list, now: float) -> list[SessionEvent]:
+    def _settle(self, pending: list[_Pending], answers: list[Any], now: float) -> list[SessionEvent]:
         """Under the lock: apply the store's answers. A session that changed
         since (progress, new state, closed) is left as it now is; one without
         an answer (the store call was interrupted) counts as present."""
@@ -945,7 +952,7 @@ class SessionRegistry:
         s.next_report_at = now + s.interval
         self._reschedule(s)
         next_at: float | None = s.next_report_at
-        if self._evict_after is not None and s.stuck_since + self._evict_after <= next_at:
+        if self._evict_after is not None and s.stuck_since + self._evict_after <= s.next_report_at:
             next_at = None
         return SessionEvent(STUCK, s.view(), now, None, now - s.activity(), s.reports, next_at)
 

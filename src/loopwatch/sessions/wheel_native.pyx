@@ -58,7 +58,12 @@ cdef inline HashedKey _probe(object key):
 
 
 cdef class TimerWheel:
-    """Keyed deadlines on a monotonic clock, in a hierarchical timer wheel
+    # The first lines are the constructor's text signature (inspect.signature
+    # and help() cannot see __cinit__); CPython strips them from __doc__.
+    """TimerWheel(resolution=0.001, *, now=None)
+--
+
+Keyed deadlines on a monotonic clock, in a hierarchical timer wheel
     (native implementation).
 
     Deadlines are float seconds on the clock of ``time.monotonic()`` (and of

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Hashable, Iterator
+from typing import Any, Hashable, Iterator, NoReturn
 
 __all__ = ["TimerWheel"]
 
@@ -43,7 +43,7 @@ class HashedKey:
     def __hash__(self) -> int:
         return self.hash
 
-    def __eq__(self, other: object):
+    def __eq__(self, other: object) -> bool:
         if self is other:
             return True
         if type(other) is not HashedKey:
@@ -139,8 +139,8 @@ class TimerWheel:
         # HashedKey(key) -> [deadline, seq, slot, HashedKey, node id]; slot is
         # level * 64 + index. Slots are keyed by node id: the caller's key is
         # hashed by the index alone, as in the native wheel.
-        self._nodes: dict[HashedKey, list] = {}
-        self._slots: list[dict[int, list]] = [{} for _ in range(self._levels * SLOTS)]
+        self._nodes: dict[HashedKey, list[Any]] = {}
+        self._slots: list[dict[int, list[Any]]] = [{} for _ in range(self._levels * SLOTS)]
         self._occupied = [0] * self._levels
 
     # -- properties ----------------------------------------------------------
@@ -191,18 +191,18 @@ class TimerWheel:
             f"time={self._time!r}>"
         )
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError(f"cannot pickle {type(self).__name__}")
 
     # -- filing -------------------------------------------------------------
-    def _tick(self, d: float):
+    def _tick(self, d: float) -> Any:  # an int, or a float infinity for an infinite d
         q = d / self._res
         if math.isinf(q):
             return q
         return math.floor(q) - self._origin
 
     def _slot_for(self, d: float) -> int:
-        q = self._tick(d)
+        q: int = self._tick(d)  # d is finite
         cur = self._cur
         if q <= cur:
             return cur & SLOT_MASK
@@ -212,25 +212,25 @@ class TimerWheel:
             level = self._levels - 1
         return level * SLOTS + ((q >> (SLOT_BITS * level)) & SLOT_MASK)
 
-    def _link(self, node: list, slot: int) -> None:
+    def _link(self, node: list[Any], slot: int) -> None:
         node[_NODE_SLOT] = slot
         self._slots[slot][node[_NODE_ID]] = node
         self._occupied[slot >> SLOT_BITS] |= 1 << (slot & SLOT_MASK)
 
-    def _unlink(self, node: list) -> None:
+    def _unlink(self, node: list[Any]) -> None:
         slot = node[_NODE_SLOT]
         bucket = self._slots[slot]
         del bucket[node[_NODE_ID]]
         if not bucket:
             self._occupied[slot >> SLOT_BITS] &= ~(1 << (slot & SLOT_MASK))
 
-    def _take_slot(self, slot: int) -> dict:
+    def _take_slot(self, slot: int) -> dict[int, list[Any]]:
         bucket = self._slots[slot]
         self._slots[slot] = {}
         self._occupied[slot >> SLOT_BITS] &= ~(1 << (slot & SLOT_MASK))
         return bucket
 
-    def _first_slot(self):
+    def _first_slot(self) -> tuple[int, int] | None:
         """(slot, start tick) of the earliest occupied slot, or None."""
         cur = self._cur
         occ = self._occupied
@@ -320,7 +320,8 @@ class TimerWheel:
             node = self._nodes.get(HashedKey(key))
             if node is None:
                 raise KeyError(key)
-            return node[_NODE_DEADLINE]
+            deadline: float = node[_NODE_DEADLINE]
+            return deadline
         finally:
             self._busy = False
 
@@ -353,9 +354,10 @@ class TimerWheel:
         slot, start = found
         if slot >= SLOTS:
             return self._tick_start_time(start)
-        return min(node[_NODE_DEADLINE] for node in self._slots[slot].values())
+        earliest: float = min(node[_NODE_DEADLINE] for node in self._slots[slot].values())
+        return earliest
 
-    def expire(self, now: float) -> list:
+    def expire(self, now: float) -> list[Hashable]:
         """Remove and return every key whose deadline <= ``now``, sorted by
         deadline (ties in the order they were last scheduled), and advance
         :attr:`time` to ``now`` when it is later. ``math.inf`` expires
@@ -369,10 +371,10 @@ class TimerWheel:
         finally:
             self._busy = False
 
-    def _expire(self, now: float) -> list:
+    def _expire(self, now: float) -> list[Hashable]:
         if now == -_INF:
             return []
-        due: list[tuple[float, int, list]] = []
+        due: list[tuple[float, int, list[Any]]] = []
         q = _INF if now == _INF else self._tick(now)
         if q < self._cur:
             bucket = self._slots[self._cur & SLOT_MASK]
@@ -402,7 +404,7 @@ class TimerWheel:
                 if self._slots[slot]:
                     break
             if now != _INF and target > self._cur:
-                self._cur = target
+                self._cur = int(target)  # finite now: q is an int tick
         if now != _INF and now > self._time:
             self._time = now
         if not due:
@@ -417,5 +419,5 @@ class TimerWheel:
         return out
 
 
-def _due_order(entry: tuple) -> tuple:
+def _due_order(entry: tuple[float, int, list[Any]]) -> tuple[float, int]:
     return entry[0], entry[1]

@@ -53,7 +53,11 @@ cdef lw_status_stack_fn _dumper = <lw_status_stack_fn>dlsym(RTLD_DEFAULT, "_Py_D
 
 
 cdef class StatusCore:
-    """The native server thread over a listening socket (see lw_status.h)."""
+    # The constructor's text signature (inspect.signature cannot see __cinit__).
+    """StatusCore(listen_fd, scratch_fd, fresh_wait)
+--
+
+The native server thread over a listening socket (see lw_status.h)."""
 
     cdef lw_status *_s
     cdef dict _keep  # loop id -> the monitor core whose lw_loop is registered

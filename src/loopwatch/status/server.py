@@ -91,7 +91,8 @@ class StatusServer:
     @property
     def served_by(self) -> str:
         """``"native"`` or ``"python"``: which core answers."""
-        return self._core_class.served_by
+        served_by: str = self._core_class.served_by
+        return served_by
 
     @property
     def running(self) -> bool:
@@ -260,7 +261,7 @@ class StatusServer:
         doc["loops"] = entries
         doc["sessions"] = document.sessions_entry(registries)
         doc["liveness"] = None if liveness is None else {
-            **liveness, "age_s": round(now - liveness_at, 3)}
+            **liveness, "age_s": round(now - (liveness_at or 0.0), 3)}
         doc["limits"] = {"stuck_listed_max": document.MAX_STUCK_LISTED}
         return doc
 

@@ -210,7 +210,7 @@ class StatusCore:
                 if self._stopping:
                     return
             try:
-                readable, _, _ = select.select([self._sock, self._wake_r], [], [])
+                readable, _, _ = select.select([self._sock, self._wake_r], [], [])  # type: ignore[type-var]  # a socket and an fd
             except (OSError, ValueError):
                 return
             if self._wake_r in readable:
@@ -220,7 +220,7 @@ class StatusCore:
                 except OSError:
                     pass
             if self._sock in readable:
-                clients = []
+                clients: list[socket.socket] = []
                 while len(clients) < _MAX_BATCH:
                     try:
                         client, _ = self._sock.accept()
