@@ -79,7 +79,7 @@ def _port(value: str) -> int:
     return port
 
 
-def _export_option(name: str, value: str) -> object:
+def _export_option(name: str, value: str) -> str | float | int:
     """The value of an exporter option (--prometheus-*, --hlog*)."""
     if name == "--prometheus-port":
         return _port(value)

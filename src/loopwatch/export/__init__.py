@@ -18,29 +18,31 @@ imported; nothing here imports the CLI.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .sources import Sources, default_sources
 
 __all__ = ["Sources", "add_monitor", "add_registry", "default_sources", "remove_monitor",
            "remove_registry"]
 
 
-def add_monitor(monitor, loop: str | None = None) -> str:
+def add_monitor(monitor: Any, loop: str | None = None) -> str:
     """Export a loop monitor through every exporter of the process (the
     default sources); returns its ``loop`` label."""
     return default_sources().add_monitor(monitor, loop=loop)
 
 
-def remove_monitor(monitor) -> bool:
+def remove_monitor(monitor: Any) -> bool:
     """Stop exporting a monitor added with :func:`add_monitor`."""
     return default_sources().remove_monitor(monitor)
 
 
-def add_registry(registry, name: str | None = None) -> str:
+def add_registry(registry: Any, name: str | None = None) -> str:
     """Export a session registry through every exporter of the process (the
     default sources); returns its ``registry`` label."""
     return default_sources().add_registry(registry, name=name)
 
 
-def remove_registry(registry) -> bool:
+def remove_registry(registry: Any) -> bool:
     """Stop exporting a registry added with :func:`add_registry`."""
     return default_sources().remove_registry(registry)

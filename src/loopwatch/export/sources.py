@@ -85,6 +85,10 @@ class Sources:
     """
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        """Empty, with fresh numbering (also in a forked child)."""
         self._lock = threading.Lock()
         self._monitors: list[MonitorSource] = []
         self._registries: list[RegistrySource] = []
@@ -185,7 +189,7 @@ def _after_fork_in_child() -> None:
     # and its registries are the parent's business: the child starts with
     # empty sources and its own numbering (the same object, so exporters
     # holding it see the child's own monitors).
-    _DEFAULT.__init__()
+    _DEFAULT._reset()
 
 
 if hasattr(os, "register_at_fork"):

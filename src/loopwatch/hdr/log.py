@@ -71,10 +71,10 @@ def _default_histogram_class() -> Any:
 def _finite(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
+    seconds = float(value)
+    if not math.isfinite(seconds):
         raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
+    return seconds
 
 
 class HistogramLogWriter:

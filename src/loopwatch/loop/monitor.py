@@ -64,10 +64,10 @@ _EXITING = False
 def _seconds_option(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    value = float(value)
-    if math.isnan(value) or math.isinf(value):
-        raise ValueError(f"{name} must be a finite number of seconds, got {value}")
-    return value
+    seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise ValueError(f"{name} must be a finite number of seconds, got {seconds}")
+    return seconds
 
 
 def validate_options(
@@ -114,6 +114,13 @@ class _Link:
     is never put back: a restart links a fresh owner."""
 
     __slots__ = ("obj", "name", "owner", "hook", "next", "next_is_class", "above")
+    obj: Any
+    name: str
+    owner: Any
+    hook: Any
+    next: Any
+    next_is_class: bool
+    above: _Link | None
 
 
 def _link_of(value: Any, obj: Any, name: str) -> _Link | None:
@@ -574,6 +581,7 @@ class LoopMonitorBase:
     def _handle(self, event: tuple[int, int, int, int, int, int]) -> None:
         kind, stall_id, heartbeat_ns, started_ns, detected_ns, duration_ns = event
         loop = self._loop
+        assert loop is not None  # set by start(), before any event
         tick = self._tick
         thread_id = tick.thread_id if tick is not None else None
         if kind == START:
@@ -641,7 +649,7 @@ class LoopMonitorBase:
         frame = sys._current_frames().get(thread_id) if thread_id is not None else None
         if frame is None:
             return None, "stack not captured: the loop thread has no Python frame"
-        frames = []
+        frames: list[StackFrame] = []
         while frame is not None and len(frames) < MAX_STACK_FRAMES:
             frames.append(StackFrame(frame.f_code.co_filename, frame.f_lineno or 0,
                                      frame.f_code.co_name))
