@@ -17,17 +17,28 @@ is called at the end of each test phase, in the main thread, with no loop
 of that thread running: it waits (on a condition the reporters signal, not
 a sleep) until every stall the samplers saw has been handled, then hands
 over the stalls that started since the phase began.
+
+A test session makes a loop per test; a monitor costs about 2 ms to build,
+start and stop (six histograms, two threads). So a monitor whose loop
+closes is parked instead of stopped (its hooks removed, its sampler paused,
+its threads kept) and attached to the next loop that starts: a new loop
+costs a tick, a select wrapper and a run hook (``_attach``, what
+``LoopMonitorBase._start_locked`` does minus the threads).
 """
 
 from __future__ import annotations
 
 import asyncio
 import asyncio.events
+import selectors
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from ..loop import monitor as _monitor_module
+from ..loop.monitor import _own_attribute, _RunPatch
 
 __all__ = ["LoopTracker", "Stall"]
 
@@ -36,6 +47,9 @@ START, END = 1, 2
 # normally take microseconds; this bounds a reporter stuck behind a
 # callback that never returns.
 SETTLE_TIMEOUT = 2.0
+# Parked monitors kept for the next loops (more are stopped): loops open at
+# the same time in one test.
+MAX_PARKED = 4
 NO_REPORT = ("stack not captured: the loop had stopped running when Python code could "
              "run again (the loop thread held the GIL, likely inside native code)")
 
@@ -53,25 +67,28 @@ class Stall:
     loop_name: str = ""
 
 
-class _LoopState:
-    """The stalls of one monitored loop (touched under the tracker's lock)."""
+class _MonitorState:
+    """The stalls of one monitor, over the loops it watched (touched under
+    the tracker's lock)."""
 
-    def __init__(self, monitor: Any, name: str) -> None:
+    def __init__(self, monitor: Any) -> None:
         self.monitor = monitor
-        self.name = name
+        self.name = ""  # the loop it watches now
         self.stalls: dict[int, Stall] = {}
         self.reports: dict[int, Any] = {}  # stall_id -> the "started" StallEvent
-        self.handled = 0  # highest stall id whose end was handled
+        self.handled = 0  # highest stall id whose end was handled (ids never repeat)
+        self.parked = False
 
 
 def _monitor_class(base: type) -> type:
     class _TestLoopMonitor(base):  # type: ignore[misc, valid-type]
-        """A LoopMonitor that also hands every raw sampler event to the
-        tracker, after the monitor's own handling (whose listeners gave the
-        tracker the started report and its stack)."""
+        """A LoopMonitor that hands every raw sampler event to the tracker
+        (after the monitor's own handling, whose listener gave the tracker
+        the started report and its stack), and that parks instead of
+        stopping when its loop closes."""
 
         _lw_tracker: LoopTracker | None = None
-        _lw_state: _LoopState | None = None
+        _lw_state: _MonitorState | None = None
 
         def _handle(self, event: Any) -> None:
             try:
@@ -81,7 +98,48 @@ def _monitor_class(base: type) -> type:
                 if tracker is not None and self._lw_state is not None:
                     tracker._on_event(self._lw_state, event)
 
-    _TestLoopMonitor.__name__ = _TestLoopMonitor.__qualname__ = f"TestLoopMonitor_{base.__module__.rsplit('.', 1)[-1]}"
+        def stop(self) -> None:
+            tracker = self._lw_tracker
+            if tracker is None or tracker.closing or _monitor_module._EXITING:
+                return super().stop()
+            self._park()
+
+        def _park(self) -> None:
+            with self._lock:
+                state = self._lw_state
+                if not self._running or state is None or state.parked:
+                    return
+                loop, tick = self._loop, self._tick
+                self._close_run_period(time.monotonic_ns(), read_cpu=False)
+                if tick is not None:
+                    tick.deactivate()
+                    tick.disarm_from_any_thread()  # pauses the sampler
+                self._remove_hooks()
+                state.parked = True
+            self._lw_tracker._on_parked(self, loop)
+
+        def _attach(self, loop: Any) -> None:
+            """Watch `loop` from now on: LoopMonitorBase._start_locked
+            without creating the core, the timer or the threads."""
+            with self._lock:
+                core = self._core
+                self._loop = loop
+                self._tick = self._Tick(core, loop, self._resolution, self._delay[0],
+                                        self._delay[1], self._tick.delay_index)
+                self._method = "thread_cpu" if core.thread_cpu_supported else "unavailable"
+                selector = getattr(loop, "_selector", None)
+                if isinstance(selector, selectors.BaseSelector):
+                    self._select_previous = _own_attribute(selector, "select")
+                    self._timer.wrap(selector.select)
+                    self._select_hook = self._timer.select
+                    selector.select = self._select_hook
+                    self._method = "selector_wait"
+                self._patch = _RunPatch(self, loop)
+                self._lw_state.parked = False
+            if loop.is_running() and asyncio._get_running_loop() is loop:
+                self._loop_started()
+
+    _TestLoopMonitor.__name__ = _TestLoopMonitor.__qualname__ = "TestLoopMonitor"
     return _TestLoopMonitor
 
 
@@ -90,7 +148,7 @@ class LoopTracker:
 
     Args:
         monitor_class: the LoopMonitor class of the implementation in use.
-        resolution, stall_threshold: the monitors' options.
+        resolution, stall_threshold: the options of the monitors it makes.
     """
 
     def __init__(self, monitor_class: type, resolution: float, stall_threshold: float) -> None:
@@ -98,12 +156,15 @@ class LoopTracker:
         self.resolution = resolution
         self.stall_threshold = stall_threshold
         self._cond = threading.Condition(threading.Lock())
-        self._states: dict[Any, _LoopState] = {}  # loop -> state, until the monitor stops
+        self._attached: dict[Any, _MonitorState] = {}  # loop -> its monitor's state
+        self._parked: list[_MonitorState] = []
+        self._all: list[_MonitorState] = []  # every monitor not stopped
         self._local = threading.local()
         self._original: Any = None
         self._hook: Any = None
-        self._count = 0
+        self.closing = False
         self.loops_watched = 0
+        self.monitors_made = 0
         self.hook_error: BaseException | None = None
 
     # -- the hook -----------------------------------------------------------
@@ -136,9 +197,11 @@ class LoopTracker:
             if getattr(asyncio, "_set_running_loop", None) is self._hook:
                 asyncio._set_running_loop = self._original
             self._original = self._hook = None
+        self.closing = True
         with self._cond:
-            states = list(self._states.values())
-            self._states.clear()
+            states, self._all = self._all, []
+            self._attached.clear()
+            self._parked.clear()
         for state in states:
             state.monitor.stop()
 
@@ -146,40 +209,68 @@ class LoopTracker:
         if loop is None:
             previous = getattr(self._local, "loop", None)
             self._local.loop = None
-            state = self._states.get(previous) if previous is not None else None
+            state = self._attached.get(previous) if previous is not None else None
             if state is not None:
                 state.monitor._loop_stopped()
             return
         self._local.loop = loop
-        state = self._states.get(loop)
+        state = self._attached.get(loop)
         if state is None:
             self._watch(loop)
         elif state.monitor.running:
             state.monitor._loop_started()
 
     def _watch(self, loop: Any) -> None:
+        if self.closing:
+            return
+        self.loops_watched += 1
+        name = f"loop {self.loops_watched} ({type(loop).__module__}.{type(loop).__qualname__})"
+        with self._cond:
+            state = self._parked.pop() if self._parked else None
+            if state is not None:
+                state.name = name
+                self._attached[loop] = state
+        if state is not None:
+            state.monitor._attach(loop)
+            return
         monitor = self._monitor_class(loop, resolution=self.resolution,
                                       stall_threshold=self.stall_threshold)
-        self._count += 1
-        state = _LoopState(monitor, f"loop {self._count} ({type(loop).__module__}."
-                                    f"{type(loop).__qualname__})")
+        self.monitors_made += 1
+        state = _MonitorState(monitor)
+        state.name = name
         monitor._lw_state = state
         monitor._lw_tracker = self
         monitor._stall_listeners.append(lambda report: self._on_report(state, report))
         with self._cond:
-            self._states[loop] = state
-        self.loops_watched += 1
+            self._attached[loop] = state
+            self._all.append(state)
         monitor.start()
         if monitor.running:
             monitor._loop_started()
 
+    def _on_parked(self, monitor: Any, loop: Any) -> None:
+        """Called by a monitor whose loop closed."""
+        state = monitor._lw_state
+        extra = None
+        with self._cond:
+            if self._attached.get(loop) is state:
+                del self._attached[loop]
+            if len(self._parked) < MAX_PARKED:
+                self._parked.append(state)
+            else:
+                extra = state
+        if extra is not None:  # stopped for good; settle() forgets it
+            extra.monitor._lw_tracker = None
+            extra.monitor.stop()
+            extra.monitor._lw_tracker = self
+
     # -- the reporters' side ------------------------------------------------
-    def _on_report(self, state: _LoopState, report: Any) -> None:
+    def _on_report(self, state: _MonitorState, report: Any) -> None:
         if report.kind == "started":
             with self._cond:
                 state.reports[report.stall_id] = report
 
-    def _on_event(self, state: _LoopState, event: Any) -> None:
+    def _on_event(self, state: _MonitorState, event: Any) -> None:
         kind, stall_id, _heartbeat_ns, started_ns, _detected_ns, duration_ns = event
         with self._cond:
             stall = state.stalls.get(stall_id)
@@ -204,12 +295,12 @@ class LoopTracker:
         ended one with its whole length, one still going on (a loop running
         in another thread) with its length so far. Each stall is handed out
         once; stalls that started before `since` and were not handed out
-        yet (between two phases) are dropped. Monitors whose loop closed are
-        forgotten here."""
+        yet (between two phases) are dropped. Monitors stopped for good
+        are forgotten here."""
         deadline = time.monotonic() + SETTLE_TIMEOUT
         found: list[Stall] = []
         with self._cond:
-            for loop, state in list(self._states.items()):
+            for state in list(self._all):
                 monitor = state.monitor
                 while monitor.running:
                     _sampling, loop_running, in_stall, stall_id = monitor._core.read_live()[:4]
@@ -218,22 +309,25 @@ class LoopTracker:
                     left = deadline - time.monotonic()
                     if state.handled >= target or left <= 0:
                         break
+                    # woken by the reporter's end of a stall; the timeout only
+                    # re-reads the sampler, which pauses and ends stalls itself
                     self._cond.wait(min(left, 0.05 + 2 * self.resolution))
-                now = time.monotonic()
-                for stall_id, stall in list(state.stalls.items()):
-                    if not stall.ended:
-                        stall.duration = max(stall.duration, now - stall.started_at)
-                    del state.stalls[stall_id]
-                    if stall.started_at >= since:
-                        found.append(stall)
+                if state.stalls:
+                    now = time.monotonic()
+                    for stall_id, stall in list(state.stalls.items()):
+                        if not stall.ended:
+                            stall.duration = max(stall.duration, now - stall.started_at)
+                        del state.stalls[stall_id]
+                        if stall.started_at >= since:
+                            found.append(stall)
                 if not monitor.running:
-                    del self._states[loop]
+                    self._all.remove(state)
         found.sort(key=lambda s: s.started_at)
         return found
 
     def running_monitors(self) -> int:
         with self._cond:
-            return sum(1 for s in self._states.values() if s.monitor.running)
+            return sum(1 for s in self._all if s.monitor.running)
 
 
 def default_monitor_class() -> type:
