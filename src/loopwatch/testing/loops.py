@@ -78,6 +78,10 @@ class _MonitorState:
         self.reports: dict[int, Any] = {}  # stall_id -> the "started" StallEvent
         self.handled = 0  # highest stall id whose end was handled (ids never repeat)
         self.parked = False
+        # The run during which the loop was attached began before the
+        # monitor's run_forever hook: its end is followed here. Later runs
+        # go through that hook, which follows them itself.
+        self.outer_run = False
 
 
 def _monitor_class(base: type) -> type:
@@ -210,14 +214,15 @@ class LoopTracker:
             previous = getattr(self._local, "loop", None)
             self._local.loop = None
             state = self._attached.get(previous) if previous is not None else None
-            if state is not None:
+            if state is not None and (state.outer_run or not _run_hooked(state.monitor)):
+                state.outer_run = False
                 state.monitor._loop_stopped()
             return
         self._local.loop = loop
         state = self._attached.get(loop)
         if state is None:
             self._watch(loop)
-        elif state.monitor.running:
+        elif state.monitor.running and not _run_hooked(state.monitor):
             state.monitor._loop_started()
 
     def _watch(self, loop: Any) -> None:
@@ -231,6 +236,7 @@ class LoopTracker:
                 state.name = name
                 self._attached[loop] = state
         if state is not None:
+            state.outer_run = True
             state.monitor._attach(loop)
             return
         monitor = self._monitor_class(loop, resolution=self.resolution,
@@ -238,6 +244,7 @@ class LoopTracker:
         self.monitors_made += 1
         state = _MonitorState(monitor)
         state.name = name
+        state.outer_run = True
         monitor._lw_state = state
         monitor._lw_tracker = self
         monitor._stall_listeners.append(lambda report: self._on_report(state, report))
@@ -328,6 +335,12 @@ class LoopTracker:
     def running_monitors(self) -> int:
         with self._cond:
             return sum(1 for s in self._all if s.monitor.running)
+
+
+def _run_hooked(monitor: Any) -> bool:
+    """Whether the monitor follows its loop's runs through run_forever."""
+    patch = monitor._patch
+    return patch is not None and patch.installed
 
 
 def default_monitor_class() -> type:

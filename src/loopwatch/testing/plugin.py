@@ -38,6 +38,7 @@ MIN_LIMIT = 0.001
 
 _ACTIVE = pytest.StashKey["_Active"]()
 _PHASE_STALLS = pytest.StashKey[dict]()
+_LIMIT = pytest.StashKey[tuple]()
 
 
 def _limit_value(value: Any, what: str) -> float:
@@ -194,10 +195,12 @@ class _Active:
         self.tracker.uninstall()
 
     def limit(self, item: pytest.Item) -> tuple[float | None, str]:
-        has, limit = _marker_limit(item)
-        if has:
-            return limit, f"@pytest.mark.{MARKER}"
-        return self.default, self.source
+        known = item.stash.get(_LIMIT, None)
+        if known is None:
+            has, limit = _marker_limit(item)
+            known = (limit, f"@pytest.mark.{MARKER}") if has else (self.default, self.source)
+            item.stash[_LIMIT] = known
+        return known
 
     # -- the phases ---------------------------------------------------------
     @pytest.hookimpl(wrapper=True)

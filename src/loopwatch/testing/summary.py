@@ -69,6 +69,10 @@ class Summary:
         share = self.blocked_seconds / self.watched_seconds if self.watched_seconds > 0 else 0.0
         tr.write_line(
             f"event loops blocked {self.blocked_seconds:.3f} s of {self.watched_seconds:.3f} s "
-            f"of test time ({share * 100:.1f} %): {self.stall_count} stalls in "
-            f"{len(self.worst)} tests, {self.over_count} over the limit in "
-            f"{len(self.failed_tests)} tests")
+            f"of test time ({share * 100:.1f} %): {_n(self.stall_count, 'stall')} in "
+            f"{_n(len(self.worst), 'test')}, {self.over_count} over the limit in "
+            f"{_n(len(self.failed_tests), 'test')}")
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
