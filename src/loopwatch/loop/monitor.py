@@ -443,25 +443,7 @@ class LoopMonitorBase:
         if self._core is None:
             self._core = self._Core(self._res_ns, self._thr_ns, self._lag[0], self._lag[1])
         core = self._core
-        self._tick = self._Tick(core, loop, self._resolution, self._delay[0], self._delay[1],
-                                self._tick.delay_index if self._tick is not None else 0)
-        self._method = "thread_cpu" if core.thread_cpu_supported else "unavailable"
-        selector = getattr(loop, "_selector", None)
-        if isinstance(selector, selectors.BaseSelector):
-            timer = self._SelectTimer()
-            try:
-                # A bound method: called through vectorcall, the cheapest
-                # wrapper (it runs once per loop iteration).
-                self._links.append(_link(selector, "select", timer, timer.select))
-                self._timer = timer
-                self._method = "selector_wait"
-            except (AttributeError, TypeError):  # a selector without __dict__
-                pass
-        for hook in (_RunForeverHook(self), _CloseHook(self)):
-            try:
-                self._links.append(_link(loop, hook.name, hook, hook.call))
-            except (AttributeError, TypeError):  # a loop class without __dict__
-                pass
+        self._install_hooks(loop)
         if self._reporter is not None:
             # The last run's reporter is still at work (this start comes from
             # its on_stall, or stop() gave up waiting for it): it goes on
@@ -489,6 +471,37 @@ class LoopMonitorBase:
             )
             self._reporter = reporter
             reporter.start()
+
+    def _install_hooks(self, loop: Any) -> None:
+        """Follow `loop` (lock held): a new tick, a select timer linked on
+        its selector, run_forever and close hooks. The sampler and the
+        reporter are left as they are (a monitor moved to another loop
+        keeps them: see loopwatch.testing)."""
+        core = self._core
+        self._tick = self._Tick(core, loop, self._resolution, self._delay[0], self._delay[1],
+                                self._tick.delay_index if self._tick is not None else 0)
+        self._method = "thread_cpu" if core.thread_cpu_supported else "unavailable"
+        selector = getattr(loop, "_selector", None)
+        if isinstance(selector, selectors.BaseSelector):
+            timer = self._SelectTimer()
+            try:
+                # A bound method: called through vectorcall, the cheapest
+                # wrapper (it runs once per loop iteration).
+                self._links.append(_link(selector, "select", timer, timer.select))
+                self._timer = timer
+                self._method = "selector_wait"
+            except (AttributeError, TypeError):  # a selector without __dict__
+                pass
+        for hook in (_RunForeverHook(self), _CloseHook(self)):
+            try:
+                self._links.append(_link(loop, hook.name, hook, hook.call))
+            except (AttributeError, TypeError):  # a loop class without __dict__
+                pass
+
+    def _follows_runs(self) -> bool:
+        """Whether this monitor sees its loop's runs through a run_forever
+        hook (not when the loop class takes no instance attribute)."""
+        return any(link.name == "run_forever" for link in self._links)
 
     def stop(self) -> None:
         """Stop watching (idempotent): joins the sampler and reporter threads.
