@@ -139,3 +139,68 @@ def test_sessions_example_tells_the_story_it_shows(impl, monkeypatch):
         loop.close()
     shown = _block_after("A session whose client went silent").strip().splitlines()
     assert lines == shown
+
+
+def test_prometheus_example(impl, monkeypatch):
+    """Run as printed, on a free port and a registry of its own; scraped
+    over HTTP while it is up."""
+    import urllib.request
+
+    import prometheus_client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    import loopwatch
+    from loopwatch.export import prometheus as lw_prometheus
+
+    own = prometheus_client.CollectorRegistry()
+    servers = []
+    real_start = prometheus_client.start_http_server
+
+    def start_http_server(port, addr="0.0.0.0", registry=own, **kw):
+        assert (port, addr) == (9464, "127.0.0.1")  # what the README asks for
+        started = real_start(0, addr=addr, registry=registry)
+        servers.append(started)
+        return started
+
+    monkeypatch.setattr(prometheus_client, "REGISTRY", own)
+    monkeypatch.setattr(prometheus_client, "start_http_server", start_http_server)
+    monkeypatch.setattr(loopwatch, "LoopMonitor", impl.LoopMonitor)
+    monkeypatch.setattr(loopwatch, "watch", impl.watch)
+    scraped = []
+    real_sleep = None
+
+    async def sleep_and_scrape(seconds):
+        await real_sleep(seconds)
+        server, _ = servers[0]
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        loop = __import__("asyncio").get_running_loop()
+        body = await loop.run_in_executor(None, lambda: urllib.request.urlopen(url, timeout=10).read())
+        scraped.append(body.decode())
+
+    import asyncio
+    real_sleep = asyncio.sleep
+    namespace: dict = {}
+    code = _section_code("### Prometheus")
+    monkeypatch.setattr(asyncio, "sleep", sleep_and_scrape)
+    try:
+        exec(compile(code, "README.md (prometheus)", "exec"), namespace)
+    finally:
+        monkeypatch.setattr(asyncio, "sleep", real_sleep)
+        for server, thread in servers:
+            server.shutdown()
+        sources = lw_prometheus.default_sources()
+        if "registry" in namespace:
+            sources.remove_registry(namespace["registry"])
+        for source in list(sources.monitors()):
+            sources.remove_monitor(source.monitor)
+    (text,) = scraped
+    names = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    assert "loopwatch_eventloop_lag_seconds_bucket" in names
+    assert any(f'registry="gateway"' in line for line in text.splitlines()
+               if line.startswith("loopwatch_sessions"))
+
+
+def test_opentelemetry_example(impl, monkeypatch, capsys):
+    monkeypatch.setattr("loopwatch.gateway.diagnostics.LoopMonitor", impl.LoopMonitor)
+    exec(compile(_section_code("### OpenTelemetry"), "README.md (otel)", "exec"), {})
+    assert capsys.readouterr().out == "True\n"
