@@ -180,14 +180,22 @@ def test_several_monitors_on_one_loop(impl, loop, order):
         m.stop()
     for m in (a, b):
         stats = m.snapshot()
-        assert stats.total.stall_count == 1 and stats.total.sample_count > 0
+        # the 0.1 s block; a loaded machine may add stalls of its own at a
+        # 30 ms threshold
+        assert stats.total.stall_count >= 1 and stats.total.longest_stall >= 0.09
+        assert stats.total.sample_count > 0
     assert a.utilization_method == b.utilization_method
     if order == "last-started-first":  # each put back what it found
         assert "run_forever" not in vars(loop) and "close" not in vars(loop)
         if selector is not None:
             assert "select" not in vars(selector)
     with impl.LoopMonitor(loop, resolution=0.005) as c:
-        run_for(loop, 0.03)
+        # run until the sampler has sampled (a loaded machine may keep it
+        # off a core for the first 30 ms)
+        deadline = time.monotonic() + 10
+        while (c.snapshot(reset_interval=False).total.sample_count == 0
+               and time.monotonic() < deadline):
+            run_for(loop, 0.03)
     assert c.snapshot().total.sample_count > 0
     loop.close()
     assert not c.running and loop.is_closed()

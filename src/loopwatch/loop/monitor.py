@@ -653,7 +653,13 @@ class LoopMonitorBase:
         # (the sampler of the twin, this reporter) can run only once the GIL
         # is free. Too late, the stack would no longer be the stall's.
         late_ns = time.monotonic_ns() - (started_ns + self._thr_ns)
-        if late_ns > self._stack_timeout_ns:
+        # The native reporter knows how long it waited for the GIL after
+        # waking: if that is not what made it late, the machine's load did
+        # (the loop thread was running Python code meanwhile), and the
+        # stack, checked below against the heartbeat, is still the stall's.
+        gil_wait_ns = getattr(self._core, "last_gil_wait_ns", None)
+        gil_kept_us_out = gil_wait_ns is None or gil_wait_ns > self._stack_timeout_ns // 2
+        if late_ns > self._stack_timeout_ns and gil_kept_us_out:
             return None, (
                 f"stack not captured: Python code could not run for {late_ns / 1e6:.0f} ms "
                 "after the stall passed the threshold (the loop thread held the GIL, "

@@ -12,6 +12,7 @@ class _NativeCore:
     """The native sampler thread (ext/loop/lw_loop.c); never takes the GIL."""
 
     thread_cpu_supported: bool
+    last_gil_wait_ns: int  # after the last wait_event: time spent waiting for the GIL
     def __init__(self, resolution_ns: int, threshold_ns: int, lag_a: Histogram,
                  lag_b: Histogram) -> None: ...
     def start(self, paused: bool) -> None: ...

@@ -76,6 +76,7 @@ cdef class _NativeCore:
     cdef Histogram _lag_a
     cdef Histogram _lag_b
     cdef lw_threadcpu _cpu
+    cdef public int64_t last_gil_wait_ns
 
     thread_cpu_supported = True
 
@@ -136,9 +137,15 @@ cdef class _NativeCore:
         Waits without the GIL."""
         cdef lw_loop_event ev
         cdef int got
+        cdef int64_t woke
         cdef int64_t timeout_ns = -1 if timeout is None else <int64_t>(timeout * 1e9)
         with nogil:
             got = lw_loop_wait_event(self._m, timeout_ns, &ev)
+            woke = lw_loop_now_ns()
+        # How long this thread then waited for the GIL: long when another
+        # thread holds it in native code, short when only the machine's
+        # load delayed the wake-up (see LoopMonitorBase._take_stack).
+        self.last_gil_wait_ns = lw_loop_now_ns() - woke
         if got < 0:
             return False
         if got == 0:
