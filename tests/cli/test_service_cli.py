@@ -21,8 +21,6 @@ import time
 
 import pytest
 
-from loop_support import REPO
-
 pytestmark = pytest.mark.integration
 
 WAIT = 20.0  # seconds any one expected line may take on a loaded machine
@@ -315,21 +313,25 @@ def _get(port, path, timeout=10.0):
         conn.close()
 
 
-def _hit_every_worker(port, workers):
-    """Blocking requests, two at a time (a worker blocked in one cannot take
-    the other), until each worker has answered one; returns their pids."""
+def _hit_every_worker(proc, port, workers):
+    """A long blocking request, and once its worker is reported stalled
+    (blocked: it accepts nothing), a short one, which another worker must
+    take; again until each worker has answered. Returns their pids."""
     seen: set[int] = set()
-    deadline = time.monotonic() + WAIT
-    while len(seen) < workers and time.monotonic() < deadline:
+    stalls = 0
+    for _ in range(2 * workers):
+        if len(seen) == workers:
+            break
         answers: list[str] = []
-        threads = [threading.Thread(target=lambda: answers.append(_get(port, "/block?s=0.3")))
-                   for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(15)
+        first = threading.Thread(target=lambda: answers.append(_get(port, "/block?s=1.0")))
+        first.start()
+        stalls = len(proc.stderr_match(r"\]: event loop stall #\d+ in progress", stalls + 1))
+        answers.append(_get(port, "/block?s=0.3"))
+        first.join(WAIT)
         seen.update(int(a) for a in answers)
-    assert len(seen) == workers, seen
+        # the short request's stall too (both blocks are far over the threshold)
+        stalls = len(proc.stderr_match(r"\]: event loop stall #\d+ in progress", stalls + 1))
+    assert len(seen) == workers, (seen, proc.text())
     return seen
 
 
@@ -372,7 +374,7 @@ def test_uvicorn_workers_each_report_and_summarize(tmp_path, start):
     watched = start(loopwatch_run("--stall-threshold", "0.05", *args))
     port = _port(watched, UVICORN_PORT)
     watched.stderr_match(r"Application startup complete", count=2)
-    workers = _hit_every_worker(port, 2)
+    workers = _hit_every_worker(watched, port, 2)
     assert watched.pid not in workers
     for pid in workers:
         watched.stderr_match(stall_line(pid, "legacy_lookup"), what=f"worker {pid}'s stall")
@@ -401,7 +403,7 @@ def test_gunicorn_uvicorn_workers(tmp_path, start):
     watched = start(loopwatch_run("--stall-threshold", "0.05", *args))
     port = _port(watched, r"Listening at: http://127\.0\.0\.1:(\d+)")
     watched.stderr_match(r"Application startup complete", count=2)
-    workers = _hit_every_worker(port, 2)
+    workers = _hit_every_worker(watched, port, 2)
     for pid in workers:
         watched.stderr_match(stall_line(pid, "legacy_lookup"), what=f"worker {pid}'s stall")
     watched.popen.send_signal(signal.SIGTERM)
@@ -433,18 +435,17 @@ def test_bootstrap_chains_an_existing_sitecustomize(tmp_path, start):
     assert "theirs yes loopwatch True" in proc.stdout, proc.text()
 
 
-def test_child_environment_is_documented_json(tmp_path):
+def test_child_environment_is_documented_json():
+    import json
+
     from loopwatch.cli import process
 
     env = process.child_environment({"resolution": 0.005, "stall_threshold": 0.05,
                                      "capture_stack": False, "summary_file": "s-{pid}.txt"},
                                     {"PYTHONPATH": "/x"})
-    import json
-
     assert env["LOOPWATCH_RUN"] == "1"
     assert json.loads(env["LOOPWATCH_RUN_OPTIONS"]) == {
         "resolution": 0.005, "stall_threshold": 0.05, "capture_stack": False,
         "summary_file": os.path.abspath("s-{pid}.txt")}
     assert env["PYTHONPATH"] == os.pathsep.join([process.BOOTSTRAP_DIR, "/x"])
     assert os.path.isfile(os.path.join(process.BOOTSTRAP_DIR, "sitecustomize.py"))
-    assert REPO  # the tests' own tree

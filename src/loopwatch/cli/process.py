@@ -216,9 +216,9 @@ def _install_process_hooks() -> None:
     if _hooks_installed:
         return
     _hooks_installed = True
-    signal.signal = _signal  # type: ignore[assignment]
+    signal.signal = _signal
     signal.getsignal = _getsignal
-    os._exit = _exit
+    os._exit = _exit  # type: ignore[assignment]  # returns only through the real one
     if threading.current_thread() is threading.main_thread():
         for sig in WATCHED_SIGNALS:
             try:
@@ -241,7 +241,7 @@ def _at_exit() -> None:
         _current.print_summaries()
 
 
-def _exit(n: int) -> None:  # noqa: D401 - os._exit's own signature
+def _exit(n: int) -> None:
     """os._exit, after this process's summary."""
     if _current is not None:
         _current._before_abrupt_exit("left through os._exit")
@@ -294,8 +294,7 @@ def child_environment(options: dict[str, Any], environ: dict[str, str] | None = 
     """The variables that make Python processes started with them watched
     (:data:`ENV_RUN`, :data:`ENV_OPTIONS`, PYTHONPATH with the bootstrap
     folder first)."""
-    environ = os.environ if environ is None else environ  # type: ignore[assignment]
-    path = environ.get("PYTHONPATH", "")
+    path = (os.environ if environ is None else environ).get("PYTHONPATH", "")
     parts = [p for p in path.split(os.pathsep) if p and p != BOOTSTRAP_DIR]
     summary_file = options.get("summary_file")
     return {

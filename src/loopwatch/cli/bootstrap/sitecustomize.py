@@ -13,7 +13,7 @@ import os
 import sys
 
 
-def _watch():
+def _watch() -> None:
     if os.environ.get("LOOPWATCH_RUN") != "1":
         return
     try:
@@ -27,7 +27,7 @@ def _watch():
                          % (os.getpid(), type(exc).__name__, exc))
 
 
-def _chain():
+def _chain() -> None:
     """Run the sitecustomize this one hides, if any."""
     import importlib.machinery
     import importlib.util
