@@ -19,10 +19,22 @@ from loop_support import REPO, impl_env
 APP = os.path.join(REPO, "examples", "blocking_app.py")
 
 
+class _Result(subprocess.CompletedProcess):
+    pid: int
+
+
 def _loopwatch(args, cwd=REPO, impl_name="native", timeout=60):
     env = dict(os.environ, **impl_env(impl_name))
-    return subprocess.run([sys.executable, "-m", "loopwatch", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=timeout)
+    with subprocess.Popen([sys.executable, "-m", "loopwatch", *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, cwd=cwd, env=env) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            proc.kill()
+            raise
+    result = _Result(proc.args, proc.returncode, out, err)
+    result.pid = proc.pid
+    return result
 
 
 def _run_apps(combos):
@@ -59,7 +71,8 @@ def test_blocking_app_shows_live_stalls_and_an_exit_summary():
         assert code == 0, where
         assert "blocking_app: served" in out, where
         lines = err.splitlines()
-        live = [line for line in lines if line.startswith("loopwatch: event loop stall")]
+        live = [line for line in lines
+                if re.match(r"loopwatch\[pid \d+ loop 1 thread MainThread\]: event loop stall", line)]
         # The app's two blocking calls, in order, each reported while it
         # went on and again when it ended. A machine loaded enough to keep
         # the loop off a core for the threshold adds real stalls of its
@@ -74,7 +87,7 @@ def test_blocking_app_shows_live_stalls_and_an_exit_summary():
         assert len(blamed) == 2, where
         assert "in render_report() at" in started[blamed[0]], where
         assert "in legacy_db_lookup() at" in started[blamed[1]], where
-        summary = err[err.index("loopwatch: loop 1 ("):]
+        summary = err[err.index("]: summary of 1 event loop\n"):]
         assert "p50" in summary and "p99.9" in summary and "lag histogram:" in summary, where
         assert f"{len(started)} stalls (longest" in summary, where
         method = "selector_wait" if kind == "asyncio" else "thread_cpu"
@@ -134,10 +147,11 @@ def test_every_loop_is_watched(tmp_path, impl, loop_kind):
         """))
     result = _loopwatch(["run", str(script)], impl_name=impl.name)
     assert result.returncode == 0, result.stderr
-    for n in (1, 2, 3):
-        assert f"loopwatch: loop {n} (" in result.stderr
-    assert "thread worker" in result.stderr
-    assert "loop 4" not in result.stderr
+    for n, thread in ((1, "MainThread"), (2, "MainThread"), (3, "worker")):
+        assert re.search(rf"^loopwatch\[pid {result.pid} loop {n} thread {thread}\]: \S+: watched ",
+                         result.stderr, re.M), result.stderr
+    assert f"loopwatch[pid {result.pid}]: summary of 3 event loops" in result.stderr
+    assert " loop 4 " not in result.stderr
     assert "0 stalls" in result.stderr
 
 
@@ -147,7 +161,7 @@ def test_program_that_raises_still_gets_its_summary(tmp_path):
     result = _loopwatch(["run", str(script)])
     assert result.returncode == 1
     assert "ValueError: boom" in result.stderr
-    assert "loopwatch: loop 1 (" in result.stderr
+    assert "]: summary of 1 event loop" in result.stderr
 
 
 def test_program_without_a_loop(tmp_path):
@@ -240,6 +254,9 @@ def test_forked_child_summarizes_only_its_own_loops(tmp_path, impl, loop_kind):
     result = _loopwatch(["run", str(script)], impl_name=impl.name)
     assert result.returncode == 0, result.stderr
     assert "child done" in result.stdout and "parent done 0" in result.stdout
-    # one summary per process, each of its own single loop
-    assert result.stderr.count("loopwatch: loop 1 (") == 2, result.stderr
-    assert "loop 2" not in result.stderr
+    # one summary per process, each of its own single loop, headed by its pid
+    pids = re.findall(r"^loopwatch\[pid (\d+)\]: summary of 1 event loop$", result.stderr, re.M)
+    assert len(set(pids)) == 2, result.stderr
+    for pid in pids:
+        assert f"loopwatch[pid {pid} loop 1 thread MainThread]: " in result.stderr
+    assert " loop 2 " not in result.stderr

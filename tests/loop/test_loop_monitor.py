@@ -416,3 +416,36 @@ def test_stop_during_a_stall_ends_it(impl, loop):
     assert not first.stalled and first.total.stall_count == 1
     assert second.total.longest_stall == first.total.longest_stall == pytest.approx(
         ended.duration, abs=0.002)
+
+
+def _burn_cpu(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_a_stopped_monitors_snapshot_stops_counting(impl, loop):
+    """Durations, utilization and the CPU ratio cover the watched time only:
+    read well after the stop, with CPU burned meanwhile, the snapshot says
+    what it said at the stop."""
+    monitor = impl.LoopMonitor(loop, resolution=0.005, stall_threshold=0.5).start()
+    loop.run_until_complete(asyncio.sleep(0.3))
+    monitor.stop()
+    at_stop = monitor.snapshot(reset_interval=False)
+    _burn_cpu(0.6)
+    time.sleep(0.4)
+    later = monitor.snapshot(reset_interval=False)
+    assert 0.25 <= later.total.duration < 1.0
+    assert later.total.duration == at_stop.total.duration
+    assert later.total.cpu_core_ratio == at_stop.total.cpu_core_ratio
+    assert later.total.utilization == at_stop.total.utilization
+    # the loop slept: the 0.6 s of CPU burned after the stop is not counted
+    assert later.total.cpu_core_ratio is not None and later.total.cpu_core_ratio < 0.5
+    assert later.interval.duration == at_stop.interval.duration
+    # a restart counts from there on, without the stopped span
+    monitor.start()
+    loop.run_until_complete(asyncio.sleep(0.2))
+    monitor.stop()
+    again = monitor.snapshot(reset_interval=False)
+    assert 0.45 <= again.total.duration < later.total.duration + 0.2 + 0.6
+    assert again.total.cpu_core_ratio < 0.5

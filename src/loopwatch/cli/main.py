@@ -1,8 +1,8 @@
 """The ``loopwatch`` command.
 
     loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] [--no-status]
-                  [--prometheus-port N [--prometheus-host H]] [--hlog PATH [--hlog-interval S]]
-                  script.py [args ...]
+                  [--summary-file PATH] [--prometheus-port N [--prometheus-host H]]
+                  [--hlog PATH [--hlog-interval S]] script.py [args ...]
     loopwatch run [options] -m module [args ...]
     loopwatch status [--timeout S] [--json] [PID]
     loopwatch demo [--fast] [--json]
@@ -13,7 +13,10 @@ event loop it runs, without changing its code: stalls are reported live on
 stderr, naming the blocking function, and a summary of each loop (lag and
 delay percentiles, stalls, utilization, CPU, a terminal histogram of lag)
 is printed on stderr when the program ends. The program's exit status is
-loopwatch's. Also ``python -m loopwatch run ...`` (:mod:`loopwatch.__main__`).
+loopwatch's (a program killed by a signal dies of it). Every Python
+process of the program is watched the same way (forked, spawned, started
+with ``subprocess``: see :mod:`loopwatch.cli.process`), each printing its
+own summary. Also ``python -m loopwatch run ...`` (:mod:`loopwatch.__main__`).
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ import os
 import runpy
 import sys
 import traceback
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 USAGE = """\
 usage: loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] [--no-status]
-                     [--prometheus-port N [--prometheus-host H]] [--hlog PATH [--hlog-interval S]]
-                     script.py [args ...]
+                     [--summary-file PATH] [--prometheus-port N [--prometheus-host H]]
+                     [--hlog PATH [--hlog-interval S]] script.py [args ...]
        loopwatch run [options] -m module [args ...]
        loopwatch status [--timeout S] [--json] [PID]
        loopwatch demo [--fast] [--json]
@@ -37,7 +40,9 @@ usage: loopwatch run [--resolution S] [--stall-threshold S] [--no-stack] [--no-s
 
 run: run an asyncio program with a monitor on every event loop it runs:
 stalls are reported on stderr while they happen, a summary of each loop is
-printed at exit, and `loopwatch status PID` answers while it runs.
+printed at exit, and `loopwatch status PID` answers while it runs. Child
+Python processes (fork, multiprocessing, subprocess, uvicorn and gunicorn
+workers) are watched too, each printing its own summary.
 status: ask watched processes how they are (see `loopwatch status --help`).
 demo: replay the seed report's failure against a real gateway and show
 loopwatch catch it (about a minute).
@@ -47,6 +52,8 @@ run options:
   --stall-threshold S  lag in seconds that counts as a stall (default 0.1)
   --no-stack           do not take the loop thread's stack for stall reports
   --no-status          do not serve the status socket
+  --summary-file PATH  write each process's summary to PATH ({pid}: the process id)
+                       instead of stderr (appended)
   --prometheus-port N  serve Prometheus metrics at http://H:N/metrics (0: a free port,
                        printed on stderr); needs prometheus_client
   --prometheus-host H  the address to serve them on (default 127.0.0.1, loopback only)
@@ -89,12 +96,15 @@ def _export_option(name: str, value: str) -> str | float | int:
             raise UsageError(f"--hlog-interval must be between 0.001 and 86400 seconds, "
                              f"got {value!r}")
         return seconds
+    if name == "--summary-file" and value:
+        return os.path.abspath(value)  # children may change directory
     if not value:
         raise UsageError(f"{name} expects a non-empty value")
     return value
 
 
-_EXPORT_OPTIONS = ("--prometheus-port", "--prometheus-host", "--hlog", "--hlog-interval")
+_EXPORT_OPTIONS = ("--prometheus-port", "--prometheus-host", "--hlog", "--hlog-interval",
+                   "--summary-file")
 
 
 def parse_run_args(args: Sequence[str]) -> dict[str, Any]:
@@ -102,7 +112,7 @@ def parse_run_args(args: Sequence[str]) -> dict[str, Any]:
     Everything after the script (or -m module) belongs to the program."""
     options = {"resolution": 0.01, "stall_threshold": 0.1, "capture_stack": True,
                "status": True, "prometheus_port": None, "prometheus_host": "127.0.0.1",
-               "hlog": None, "hlog_interval": 1.0}
+               "hlog": None, "hlog_interval": 1.0, "summary_file": None}
     args = list(args)
     i = 0
     while i < len(args):
@@ -165,17 +175,7 @@ def run(argv: Sequence[str]) -> int:
         print(f"loopwatch run: error: {script}: no such file", file=sys.stderr)
         return 2
 
-    from loopwatch.cli.run import LoopWatcher, format_summary, live_stall_handler
-
-    stall_logger = logging.getLogger("loopwatch.loop")
-    stall_logger.addHandler(live_stall_handler())
-    stall_logger.setLevel(logging.WARNING)
-    stall_logger.propagate = False  # one line per report, whatever the app's logging
-
-    def monitor_for(loop: Any) -> Any:
-        return loopwatch.LoopMonitor(loop, resolution=parsed["resolution"],
-                                     stall_threshold=parsed["stall_threshold"],
-                                     capture_stack=parsed["capture_stack"])
+    from loopwatch.cli import process
 
     server = None
     if parsed["status"]:
@@ -200,13 +200,32 @@ def run(argv: Sequence[str]) -> int:
         return 2
 
     def on_watch(name: str, monitor: Any) -> None:
+        if os.getpid() != top_pid:  # a forked child: the status and exporters are the top's
+            return
         if server is not None:
             server.add_monitor(monitor, name)
         exporters.add_monitor(monitor)
 
-    watcher = LoopWatcher(monitor_for, on_watch).install()
+    def release_services() -> None:
+        if os.getpid() != top_pid:
+            return
+        exporters.stop()
+        if server is not None:
+            from loopwatch.status import server as status_server
+
+            status_server.release(server)
+
+    top_pid = os.getpid()
+    options = {key: parsed[key] for key in ("resolution", "stall_threshold", "capture_stack",
+                                            "summary_file")}
+    watch = process.ProcessWatch(options, on_watch, top=True).start()
+    watch.before_abrupt_exit.append(release_services)
+    watcher = watch.watcher
+    # Every Python process the program starts is watched the same way.
+    os.environ.update(process.child_environment(options))
     status = 0
     not_found = False
+    interrupted: KeyboardInterrupt | None = None
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     try:
         if module is not None:
@@ -225,7 +244,7 @@ def run(argv: Sequence[str]) -> int:
         status = _exit_status(exc.code)
     except KeyboardInterrupt as exc:
         _print_program_traceback(exc)
-        status = 130
+        status, interrupted = 130, exc
     except BaseException as exc:
         _print_program_traceback(exc)
         status = 1
@@ -234,15 +253,36 @@ def run(argv: Sequence[str]) -> int:
         sys.argv = saved_argv
         if saved_path0 is not None and sys.path and sys.path[0] != saved_path0:
             sys.path.pop(0)
-    exporters.stop()
-    if not not_found:
-        _print_summaries(watcher, format_summary)
-    if server is not None:
+    if os.getpid() == top_pid:
+        exporters.stop()
+    if not_found:
+        watch.disable()
+    else:
+        watch.print_summaries("interrupted" if interrupted is not None else None)
+    watch.before_abrupt_exit.clear()
+    if server is not None and os.getpid() == top_pid:
         from loopwatch.status import server as status_server
 
         status_server.release(server)
     watcher.stop_all()
+    if interrupted is not None:
+        _end_like_keyboard_interrupt()
     return status
+
+
+def _end_like_keyboard_interrupt() -> None:
+    """End as Python ends a program that does not catch KeyboardInterrupt:
+    the interpreter sees it escape the main module and, after its cleanup,
+    kills itself with SIGINT (the traceback is already shown, trimmed)."""
+    quiet = KeyboardInterrupt()
+    previous = sys.excepthook
+
+    def hook(kind: Any, value: Any, tb: Any) -> None:
+        if value is not quiet:
+            previous(kind, value, tb)
+
+    sys.excepthook = hook
+    raise quiet
 
 
 class _ModuleNotFound(Exception):
@@ -299,20 +339,6 @@ def _exit_status(code: object) -> int:
         return code
     print(code, file=sys.stderr)
     return 1
-
-
-def _print_summaries(watcher: Any, format_summary: Callable[[str, Any], str]) -> None:
-    out = sys.stderr
-    if not watcher.watched:
-        print("loopwatch: no event loop ran", file=out)
-        return
-    for name, monitor in watcher.watched:
-        try:
-            stats = monitor.snapshot(reset_interval=False)
-        except RuntimeError:
-            continue
-        print(format_summary(name, stats), file=out)
-    out.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

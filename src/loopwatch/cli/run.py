@@ -20,12 +20,33 @@ import os
 import sys
 import threading
 import weakref
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, NamedTuple, TextIO
 
 from ..loop.monitor import logger as stall_logger
 from ..loop.stats import LoopStats
 
-__all__ = ["LoopWatcher", "format_summary", "lag_histogram_lines"]
+__all__ = ["LoopWatcher", "WatchedLoop", "format_summary", "lag_histogram_lines"]
+
+
+class WatchedLoop(NamedTuple):
+    """One loop a :class:`LoopWatcher` gave a monitor: its number in this
+    process (1, 2, ... in the order they first ran), its class, the thread
+    it first ran in, and the monitor."""
+
+    number: int
+    loop_type: str
+    thread: str
+    monitor: Any
+
+    @property
+    def name(self) -> str:
+        """``loop N (module.Class, thread T)``: the status server's name."""
+        return f"loop {self.number} ({self.loop_type}, thread {self.thread})"
+
+    def prefix(self, pid: int | None = None) -> str:
+        """``loopwatch[pid P loop N thread T]``: what each of its lines starts with."""
+        pid = os.getpid() if pid is None else pid
+        return f"loopwatch[pid {pid} loop {self.number} thread {self.thread}]"
 
 
 class LoopWatcher:
@@ -47,6 +68,8 @@ class LoopWatcher:
         self._on_watch = on_watch
         self._monitors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self.watched: list[tuple[str, Any]] = []  # (description, monitor), in order
+        self.loops: list[WatchedLoop] = []  # the same loops, numbered
+        self._labels: weakref.WeakKeyDictionary[Any, WatchedLoop] = weakref.WeakKeyDictionary()
         self._local = threading.local()
         self._lock = threading.Lock()
         self._original: Callable[[Any], None] | None = None
@@ -103,8 +126,12 @@ class LoopWatcher:
             if monitor is None:
                 monitor = self._factory(loop)
                 self._monitors[loop] = monitor
-                name = f"loop {len(self.watched) + 1} ({type(loop).__module__}."
-                name += f"{type(loop).__qualname__}, thread {threading.current_thread().name})"
+                entry = WatchedLoop(len(self.loops) + 1,
+                                    f"{type(loop).__module__}.{type(loop).__qualname__}",
+                                    threading.current_thread().name, monitor)
+                name = entry.name
+                self.loops.append(entry)
+                self._labels[loop] = entry
                 self.watched.append((name, monitor))
                 monitor.start()
                 if self._on_watch is not None:
@@ -120,7 +147,22 @@ class LoopWatcher:
         self._lock = threading.Lock()
         self._monitors = weakref.WeakKeyDictionary()
         self.watched = []
+        self.loops = []
+        self._labels = weakref.WeakKeyDictionary()
         self._local = threading.local()
+
+    def label(self, loop: Any) -> WatchedLoop | None:
+        """The entry of a loop this watcher watches (None for any other)."""
+        try:
+            return self._labels.get(loop) if loop is not None else None
+        except TypeError:  # not weak-referenceable
+            return None
+
+    def prefix(self, loop: Any = None) -> str:
+        """``loopwatch[pid P loop N thread T]`` for a watched loop,
+        ``loopwatch[pid P]`` otherwise."""
+        entry = self.label(loop)
+        return entry.prefix() if entry is not None else f"loopwatch[pid {os.getpid()}]"
 
     def stop_all(self) -> None:
         for _, monitor in self.watched:
@@ -166,12 +208,15 @@ def lag_histogram_lines(hist: Any, width: int = 40) -> list[str]:
     return lines
 
 
-def format_summary(name: str, stats: LoopStats) -> str:
+def format_summary(name: str, stats: LoopStats, prefix: str = "loopwatch") -> str:
     """The exit summary of one loop: a percentile table of lag and delay,
-    stalls, utilization, CPU, and a small terminal histogram of lag."""
+    stalls, utilization, CPU, and a small terminal histogram of lag. The
+    first line starts with `prefix` (``loopwatch run`` gives
+    ``loopwatch[pid P loop N thread T]``) and `name`. "watched" is the
+    monitor's own time: from its start to its stop (or now)."""
     total = stats.total
     lines = [
-        f"loopwatch: {name}: watched {total.duration:.2f} s at resolution "
+        f"{prefix}: {name}: watched {total.duration:.2f} s at resolution "
         f"{stats.resolution * 1000:g} ms, stall threshold {stats.stall_threshold * 1000:g} ms",
         f"    {'(ms)':<6}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'max':>9}{'samples':>9}",
     ]
@@ -194,9 +239,13 @@ def format_summary(name: str, stats: LoopStats) -> str:
     return "\n".join(lines)
 
 
-def live_stall_handler(stream: TextIO | None = None) -> logging.Handler:
+def live_stall_handler(stream: TextIO | None = None,
+                       prefix: Callable[[Any], str] | None = None) -> logging.Handler:
     """Stall reports, one line each, on stderr (looked up at each write,
-    so redirections of sys.stderr are followed)."""
+    so redirections of sys.stderr are followed). `prefix` is called with
+    the loop of each report (None for other records) and returns what the
+    line starts with (``loopwatch[pid P loop N thread T]``); without it,
+    ``loopwatch``."""
 
     class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]  # generic only in typeshed
         @property  # type: ignore[override, unused-ignore]  # a property over the attribute
@@ -207,6 +256,18 @@ def live_stall_handler(stream: TextIO | None = None) -> logging.Handler:
         def stream(self, value: TextIO) -> None:
             pass
 
+    def _name(record: logging.LogRecord) -> bool:
+        event = getattr(record, "loopwatch_event", None)
+        try:
+            record.loopwatch_prefix = (prefix(getattr(event, "loop", None))
+                                       if prefix is not None else "loopwatch")
+        except Exception:
+            record.loopwatch_prefix = "loopwatch"
+        if event is None and isinstance(record.msg, str) and record.msg.startswith("loopwatch: "):
+            record.msg = record.msg[len("loopwatch: "):]  # said once, by the prefix
+        return True
+
     handler = _Stderr()
-    handler.setFormatter(logging.Formatter("loopwatch: %(message)s"))
+    handler.addFilter(_name)
+    handler.setFormatter(logging.Formatter("%(loopwatch_prefix)s: %(message)s"))
     return handler

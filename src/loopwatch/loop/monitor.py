@@ -359,6 +359,12 @@ class LoopMonitorBase:
         self._cpu_ok = False
         self._total_base: dict[str, int] = {}
         self._interval_base: dict[str, int] = {}
+        # Snapshots cover watched time only: the clocks stop at stop()
+        # (wall, process CPU at that moment) and the stopped spans are
+        # taken out of the counters when the monitor starts again.
+        self._stopped_at: tuple[int, int] | None = None
+        self._unwatched_wall_ns = 0
+        self._unwatched_cpu_ns = 0
         _ALL_MONITORS.add(self)
 
     # -- properties ---------------------------------------------------------
@@ -461,6 +467,10 @@ class LoopMonitorBase:
             raise
         self._running = True
         self._stopped_by_fork = False
+        if self._stopped_at is not None:  # restarted: the stopped span is not watched
+            self._unwatched_wall_ns += now - self._stopped_at[0]
+            self._unwatched_cpu_ns += time.process_time_ns() - self._stopped_at[1]
+            self._stopped_at = None
         if self._started_ns is None:
             self._started_ns = now
             self._total_base = self._counters(now)
@@ -514,6 +524,7 @@ class LoopMonitorBase:
             now = time.monotonic_ns()
             loop, tick, core = self._loop, self._tick, self._core
             self._close_run_period(now, read_cpu=False)
+            self._stopped_at = (now, time.process_time_ns())
             if tick is not None:
                 tick.deactivate()
                 if asyncio._get_running_loop() is loop:
@@ -703,7 +714,11 @@ class LoopMonitorBase:
 
     # -- snapshots ----------------------------------------------------------
     def _counters(self, now: int) -> dict[str, int]:
-        """Cumulative counters at `now` (call with self._lock held)."""
+        """Cumulative counters at `now` (call with self._lock held); a
+        stopped monitor's stand still at its stop."""
+        process_cpu = time.process_time_ns()
+        if self._stopped_at is not None:
+            now, process_cpu = self._stopped_at
         running = self._run_acc_ns + (now - self._run_since_ns if self._run_since_ns else 0)
         cpu = self._cpu_acc_ns
         if self._cpu_since_ns is not None:
@@ -713,7 +728,8 @@ class LoopMonitorBase:
         waited = self._waited_ns + (self._timer.waited_ns(now) if self._timer is not None else 0)
         return {
             "wall": now,
-            "process_cpu": time.process_time_ns(),
+            "watched": now - self._unwatched_wall_ns,
+            "process_cpu": process_cpu - self._unwatched_cpu_ns,
             "running": running,
             "thread_cpu": cpu,
             "waited": waited,
@@ -784,7 +800,7 @@ class LoopMonitorBase:
 
     def _window(self, base: dict[str, int], now: dict[str, int], lag: Any, delay: Any,
                 stalls: int, longest_ns: int) -> LoopWindow:
-        wall = now["wall"] - base["wall"]
+        wall = now["watched"] - base["watched"]
         running = now["running"] - base["running"]
         utilization = None
         if running > 0:
