@@ -204,3 +204,32 @@ def test_opentelemetry_example(impl, monkeypatch, capsys):
     monkeypatch.setattr("loopwatch.gateway.diagnostics.LoopMonitor", impl.LoopMonitor)
     exec(compile(_section_code("### OpenTelemetry"), "README.md (otel)", "exec"), {})
     assert capsys.readouterr().out == "True\n"
+
+
+def test_loopwatch_run_sample_matches_a_default_run(runtime_dir):
+    """The sample under "## Loop monitor" is what `loopwatch run
+    examples/blocking_app.py` prints by default: the same blocking
+    functions in the same order, the same number of stalls, about the same
+    watched time. (A loaded machine may add stalls of its own: they come
+    on top, and are counted.)"""
+    import subprocess
+    import sys
+
+    sample = _block_after("at exit each loop gets a summary:")
+    def blamed(text):
+        return re.findall(r"stall #\d+ in progress: .*?, in (\w+)\(\) at", text)
+    shown_stalls = int(re.search(r"(\d+) stalls \(longest", sample).group(1))
+    shown_watched = float(re.search(r"watched ([\d.]+) s", sample).group(1))
+    assert shown_stalls == len(blamed(sample))
+    run = subprocess.run([sys.executable, "-m", "loopwatch", "run", "examples/blocking_app.py"],
+                         capture_output=True, text=True, timeout=120, cwd=README.parent)
+    assert run.returncode == 0, run.stderr
+    real = blamed(run.stderr)
+    # the sample's blocking functions, in order, within the real run's
+    it = iter(real)
+    assert all(name in it for name in blamed(sample)), (blamed(sample), real)
+    real_stalls = int(re.search(r"(\d+) stalls? \(longest", run.stderr).group(1))
+    assert real_stalls >= shown_stalls
+    real_watched = float(re.search(r"watched ([\d.]+) s", run.stderr).group(1))
+    assert abs(real_watched - shown_watched) < 0.5
+    assert "served" in run.stdout or "served" in run.stderr
