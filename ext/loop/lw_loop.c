@@ -38,12 +38,20 @@ struct lw_loop {
     int in_stall;
     int64_t stall_id;
     int64_t stall_heartbeat;
+    /* Time suspended around forks, not sampled: staleness of the heartbeat
+     * credit_heartbeat leaves out credit_ns. Under the mutex. */
+    int64_t credit_heartbeat;
+    int64_t credit_ns;
+    int64_t suspended_ns;
+    int64_t suspended_heartbeat;
+    lw_threadcpu loop_thread; /* under the mutex */
 
     pthread_mutex_t mutex; /* guards everything below */
     pthread_cond_t tick_cond;  /* the sampler sleeps on it */
     pthread_cond_t event_cond; /* event waiters sleep on it */
     int running;     /* a sampler thread exists (joinable) */
     int stopping;
+    int suspended;   /* stopped by lw_loop_suspend, to be resumed */
     pthread_t thread;
     lw_loop_event queue[LW_LOOP_QUEUE];
     int queue_head;
@@ -80,6 +88,8 @@ lw_loop *lw_loop_new(int64_t resolution_ns, int64_t stall_threshold_ns, lw_hdr *
     m->threshold_ns = stall_threshold_ns;
     m->lag[0] = lag_a;
     m->lag[1] = lag_b;
+    m->credit_heartbeat = -1;
+    m->loop_thread.valid = 0;
     atomic_init(&m->heartbeat_ns, lw_loop_now_ns());
     atomic_init(&m->paused, 0);
     atomic_init(&m->active, 0);
@@ -138,14 +148,19 @@ static void end_stall(lw_loop *m, int64_t end_ns, int64_t now)
     ev.started_ns = m->stall_heartbeat + m->resolution_ns;
     ev.detected_ns = now;
     ev.duration_ns = duration;
+    ev.cpu_ns = -1;
+    ev.sampler_late_ns = -1;
+    ev.run_state = 0;
     m->in_stall = 0;
     push_event(m, &ev);
 }
 
-/* mutex held */
-static void begin_stall(lw_loop *m, int64_t heartbeat, int64_t now)
+/* mutex held; late: how late this sampling pass is after its due tick */
+static void begin_stall(lw_loop *m, int64_t heartbeat, int64_t now, int64_t late)
 {
     lw_loop_event ev;
+    char state = 0;
+    int64_t cpu = -1;
     m->in_stall = 1;
     m->stall_id++;
     m->stall_heartbeat = heartbeat;
@@ -155,7 +170,27 @@ static void begin_stall(lw_loop *m, int64_t heartbeat, int64_t now)
     ev.started_ns = heartbeat + m->resolution_ns;
     ev.detected_ns = now;
     ev.duration_ns = now - heartbeat - m->resolution_ns;
+    /* What the loop thread is doing (a clock read and one small /proc
+     * file, once per stall): the reporter compares the CPU time with its
+     * own reading to tell native code from a thread that does not run. */
+    if (lw_threadcpu_read_ns(&m->loop_thread, &cpu) != 0)
+        cpu = -1;
+    if (lw_threadcpu_run_state(&m->loop_thread, &state) != 0)
+        state = 0;
+    ev.cpu_ns = cpu;
+    ev.sampler_late_ns = late > 0 ? late : 0;
+    ev.run_state = (unsigned char)state;
     push_event(m, &ev);
+}
+
+/* The staleness at `at` of a heartbeat, minus the time suspended while it
+ * was the last one. mutex held. */
+static int64_t staleness(const lw_loop *m, int64_t at, int64_t heartbeat)
+{
+    int64_t stale = at - heartbeat - m->resolution_ns;
+    if (heartbeat == m->credit_heartbeat)
+        stale -= m->credit_ns;
+    return stale;
 }
 
 /* One sampling pass at `now` covering the ticks due at tick, tick + res, ...
@@ -164,6 +199,7 @@ static int64_t sample(lw_loop *m, int64_t tick, int64_t now, int64_t *prev_heart
 {
     const int64_t res = m->resolution_ns;
     int64_t due = (now - tick) / res + 1;
+    int64_t late = now - tick;
     int64_t heartbeat = atomic_load(&m->heartbeat_ns);
 
     if (atomic_load(&m->paused)) {
@@ -181,19 +217,20 @@ static int64_t sample(lw_loop *m, int64_t tick, int64_t now, int64_t *prev_heart
         for (i = missed - fill; i < missed; i++) {
             int64_t at = tick + i * res;
             int64_t known = heartbeat <= at ? heartbeat : *prev_heartbeat;
-            record_lag(m, at - known - res, 1);
+            int64_t stale = staleness(m, at, known);
+            record_lag(m, stale, 1);
             /* A stall that this late wake-up would have missed entirely is
              * still reported, late, rather than lost. */
-            if (!m->in_stall && at - known - res > m->threshold_ns)
-                begin_stall(m, known, now);
+            if (!m->in_stall && stale > m->threshold_ns)
+                begin_stall(m, known, now, late);
         }
     }
-    record_lag(m, now - heartbeat - res, 1);
+    record_lag(m, staleness(m, now, heartbeat), 1);
 
     if (m->in_stall && heartbeat != m->stall_heartbeat)
         end_stall(m, heartbeat, now);
-    if (!m->in_stall && now - heartbeat - res > m->threshold_ns)
-        begin_stall(m, heartbeat, now);
+    if (!m->in_stall && staleness(m, now, heartbeat) > m->threshold_ns)
+        begin_stall(m, heartbeat, now, late);
     *prev_heartbeat = heartbeat;
     return tick + due * res;
 }
@@ -224,12 +261,14 @@ int lw_loop_start(lw_loop *m, int paused)
 {
     int err;
     pthread_mutex_lock(&m->mutex);
-    if (m->running) {
+    if (m->running || m->suspended) {
         pthread_mutex_unlock(&m->mutex);
         return EALREADY;
     }
     m->stopping = 0;
     m->in_stall = 0;
+    m->credit_heartbeat = -1;
+    m->credit_ns = 0;
     m->queue_head = m->queue_len = 0;
     atomic_store(&m->heartbeat_ns, lw_loop_now_ns());
     atomic_store(&m->paused, paused ? 1 : 0);
@@ -246,11 +285,12 @@ void lw_loop_stop(lw_loop *m)
     int joinable;
     pthread_mutex_lock(&m->mutex);
     /* A stall going on ends here: every START gets its END. */
-    if (m->running && !m->stopping && m->in_stall) {
+    if (((m->running && !m->stopping) || m->suspended) && m->in_stall) {
         int64_t now = lw_loop_now_ns();
         end_stall(m, now, now);
     }
     m->stopping = 1;
+    m->suspended = 0;
     joinable = m->running;
     thread = m->thread;
     m->running = 0;
@@ -261,12 +301,71 @@ void lw_loop_stop(lw_loop *m)
         pthread_join(thread, NULL);
 }
 
+int lw_loop_suspend(lw_loop *m)
+{
+    pthread_t thread;
+    pthread_mutex_lock(&m->mutex);
+    if (!m->running || m->stopping) {
+        pthread_mutex_unlock(&m->mutex);
+        return 0;
+    }
+    m->stopping = 1;
+    m->suspended = 1;
+    m->running = 0;
+    thread = m->thread;
+    pthread_cond_broadcast(&m->tick_cond);
+    pthread_cond_broadcast(&m->event_cond);
+    pthread_mutex_unlock(&m->mutex);
+    pthread_join(thread, NULL);
+    pthread_mutex_lock(&m->mutex);
+    /* After the sampler's last pass: the pause starts here. */
+    m->suspended_ns = lw_loop_now_ns();
+    m->suspended_heartbeat = atomic_load(&m->heartbeat_ns);
+    pthread_mutex_unlock(&m->mutex);
+    return 1;
+}
+
+int lw_loop_resume_thread(lw_loop *m)
+{
+    int err;
+    pthread_mutex_lock(&m->mutex);
+    if (!m->suspended) {
+        pthread_mutex_unlock(&m->mutex);
+        return 0;
+    }
+    if (atomic_load(&m->heartbeat_ns) == m->suspended_heartbeat) {
+        /* No heartbeat during the pause: leave it out of this heartbeat's
+         * staleness (added to what earlier pauses left out of it). */
+        if (m->credit_heartbeat != m->suspended_heartbeat) {
+            m->credit_heartbeat = m->suspended_heartbeat;
+            m->credit_ns = 0;
+        }
+        m->credit_ns += lw_loop_now_ns() - m->suspended_ns;
+    }
+    m->suspended = 0;
+    m->stopping = 0;
+    err = pthread_create(&m->thread, NULL, sampler_main, m);
+    if (err == 0) {
+        m->running = 1;
+    } else {
+        /* As lw_loop_stop: the stall going on ends, waiters drain and go. */
+        m->stopping = 1;
+        if (m->in_stall) {
+            int64_t now = lw_loop_now_ns();
+            end_stall(m, now, now);
+        }
+        pthread_cond_broadcast(&m->event_cond);
+    }
+    pthread_mutex_unlock(&m->mutex);
+    return err;
+}
+
 int lw_loop_running(const lw_loop *m)
 {
     lw_loop *mm = (lw_loop *)m;
     int running;
     pthread_mutex_lock(&mm->mutex);
-    running = mm->running;
+    running = mm->running || mm->suspended;
     pthread_mutex_unlock(&mm->mutex);
     return running;
 }
@@ -292,12 +391,23 @@ int64_t lw_loop_last_heartbeat(const lw_loop *m)
     return atomic_load(&((lw_loop *)m)->heartbeat_ns);
 }
 
+void lw_loop_set_loop_thread(lw_loop *m, const lw_threadcpu *t)
+{
+    pthread_mutex_lock(&m->mutex);
+    m->loop_thread = *t;
+    pthread_mutex_unlock(&m->mutex);
+}
+
 int lw_loop_wait_event(lw_loop *m, int64_t timeout_ns, lw_loop_event *out)
 {
     int result;
     int64_t deadline = timeout_ns >= 0 ? lw_loop_now_ns() + timeout_ns : 0;
     pthread_mutex_lock(&m->mutex);
     for (;;) {
+        if (m->suspended) {
+            result = -2;
+            break;
+        }
         if (m->queue_len > 0) {
             *out = m->queue[m->queue_head];
             m->queue_head = (m->queue_head + 1) % LW_LOOP_QUEUE;
@@ -355,7 +465,7 @@ void lw_loop_read_live(const lw_loop *m, lw_loop_live *out)
     /* The sampler holds the mutex only for one sampling pass (a few
      * histogram records), never while waiting on anything else. */
     pthread_mutex_lock(&mm->mutex);
-    out->running = mm->running;
+    out->running = mm->running || mm->suspended;
     out->in_stall = mm->in_stall;
     out->stall_id = mm->stall_id;
     out->stall_started_ns = mm->in_stall ? mm->stall_heartbeat + mm->resolution_ns : 0;
@@ -375,6 +485,7 @@ void lw_loop_after_fork_child(lw_loop *m)
     (void)init_sync(m);
     m->running = 0;
     m->stopping = 1;
+    m->suspended = 0;
     m->in_stall = 0;
     m->queue_head = m->queue_len = 0;
     if (atomic_load(&m->record_seq) & 1u)

@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "lw_hdr.h"
+#include "lw_threadcpu.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -49,6 +50,13 @@ typedef struct lw_loop_event {
     int64_t started_ns;     /* heartbeat + resolution: when the loop became late */
     int64_t detected_ns;    /* when the sampler saw it (START) or saw it end (END) */
     int64_t duration_ns;    /* START: staleness at detection; END: the stall's length */
+    /* START only, read by the sampler when it saw the stall (the stall's
+     * cause; see lw_loop_set_loop_thread). END: -1, -1, 0. */
+    int64_t cpu_ns;          /* the loop thread's CPU time then; -1: unknown */
+    int64_t sampler_late_ns; /* how late that sampling pass ran after its due
+                              * tick: the sampler itself could not run */
+    int run_state;           /* the loop thread's scheduler state letter then
+                              * ('R', 'S', 'D', 'T'...); 0: unknown */
 } lw_loop_event;
 
 /* resolution_ns > 0, stall_threshold_ns >= resolution_ns; lag_a and lag_b
@@ -68,6 +76,21 @@ int lw_loop_start(lw_loop *m, int paused);
 void lw_loop_stop(lw_loop *m);
 int lw_loop_running(const lw_loop *m);
 
+/* Before a fork (in the parent): stop and join the sampler thread, keeping
+ * everything lw_loop_start resets: a stall going on (no END is queued for
+ * it), the stall ids, the event queue. Event waiters wake and get -2 while
+ * suspended (the queue is kept for the next reporter). 1 if a sampler was
+ * suspended, 0 if none ran. */
+int lw_loop_suspend(lw_loop *m);
+/* After the fork (in the parent): a new sampler thread goes on where the
+ * old one stopped. The time suspended is unsampled time, not lag: while the
+ * heartbeat is the one the sampler had at the suspension, staleness does
+ * not count the suspension (no lag sample, no stall comes from it), and a
+ * stall going on continues (its END comes when the loop beats again).
+ * 0 (also when not suspended), or an errno value: no thread could be
+ * created, and the sampler is left stopped as by lw_loop_stop. */
+int lw_loop_resume_thread(lw_loop *m);
+
 /* The loop thread: a heartbeat at now_ns. */
 void lw_loop_heartbeat(lw_loop *m, int64_t now_ns);
 /* The loop stopped running (not stalled): record nothing and report no stall
@@ -75,10 +98,14 @@ void lw_loop_heartbeat(lw_loop *m, int64_t now_ns);
 void lw_loop_pause(lw_loop *m);
 void lw_loop_resume(lw_loop *m, int64_t now_ns);
 int64_t lw_loop_last_heartbeat(const lw_loop *m);
+/* The loop's thread (captured in it, lw_threadcpu_capture_self): the
+ * sampler reads its CPU time and scheduler state when it sees a stall. */
+void lw_loop_set_loop_thread(lw_loop *m, const lw_threadcpu *t);
 
 /* Block until an event is queued (1, *out filled), until timeout_ns passes
- * (0; timeout_ns < 0 waits without limit) or until the sampler is stopped
- * and the queue is empty (-1). */
+ * (0; timeout_ns < 0 waits without limit), until the sampler is stopped
+ * and the queue is empty (-1) or while it is suspended (-2, even with
+ * events queued: they wait for the reporter of the resumed sampler). */
 int lw_loop_wait_event(lw_loop *m, int64_t timeout_ns, lw_loop_event *out);
 
 /* Make the other lag histogram the active one and return the one that was

@@ -4,11 +4,15 @@
 #if !defined(__APPLE__)
 
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE 1 /* syscall() */
 
 #include <errno.h>
 #include <pthread.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
 
 #include "lw_threadcpu.h"
 
@@ -21,6 +25,11 @@ int lw_threadcpu_capture_self(lw_threadcpu *t)
     if (err != 0)
         return err;
     t->id = (int64_t)clock;
+#if defined(__linux__) && defined(SYS_gettid)
+    t->tid = (int64_t)syscall(SYS_gettid);
+#else
+    t->tid = 0;
+#endif
     t->valid = 1;
     return 0;
 #else

@@ -19,6 +19,7 @@ int lw_threadcpu_capture_self(lw_threadcpu *t)
     if (port == MACH_PORT_NULL)
         return ESRCH;
     t->id = (int64_t)port;
+    t->tid = 0;
     t->valid = 1;
     return 0;
 }

@@ -20,8 +20,10 @@ import os
 import re
 import threading
 import time
+import weakref
 from typing import IO, Any
 
+from .. import _forking
 from ..hdr.log import HistogramLogWriter
 from . import _figures
 from .sources import Sources, default_sources
@@ -78,6 +80,9 @@ class LagLogger:
         self._base_mono = 0.0
         self.lines = 0
         self._failed = False
+        self._fork_paused: threading.Thread | None = None  # the thread joined for a fork
+        self._deadline = 0.0  # the next line's time, kept across a fork
+        _LOGGERS.add(self)
 
     @property
     def interval(self) -> float:
@@ -114,15 +119,47 @@ class LagLogger:
             thread.join(timeout)
         self._writer.close()
 
-    def _run(self) -> None:
-        deadline = time.monotonic() + self._interval
+    def _run(self, deadline: float | None = None) -> None:
+        if deadline is None:
+            deadline = time.monotonic() + self._interval
         while not self._stop.wait(max(0.0, deadline - time.monotonic())):
             deadline += self._interval
             now = time.monotonic()
             if deadline < now:  # fell behind (a long GIL hold): restart the schedule
                 deadline = now + self._interval
             self._log_safely()
+        self._deadline = deadline
+        if self._pausing:  # a fork: the thread goes on after it, on this schedule
+            return
         self._log_safely()  # the rest of each loop's last interval
+
+    _pausing = False
+
+    def _suspend_for_fork(self) -> None:
+        """Before a fork: join the thread, keeping the schedule."""
+        self._fork_paused = None
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return
+        self._pausing = True
+        self._stop.set()
+        thread.join()
+        _forking.joined(thread)
+        self._fork_paused = thread
+
+    def _resume_after_fork(self) -> None:
+        """After the fork, in the parent: the thread goes on where it was."""
+        thread, self._fork_paused = self._fork_paused, None
+        self._pausing = False
+        if thread is None:
+            return
+        with self._lock:
+            if self._thread is not thread:  # stopped meanwhile
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, args=(self._deadline,),
+                                            name="loopwatch-hlog", daemon=True)
+            self._thread.start()
 
     def _log_safely(self) -> None:
         try:
@@ -162,3 +199,34 @@ class LagLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_LOGGERS: weakref.WeakSet[LagLogger] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for lag_logger in list(_LOGGERS):
+        try:
+            lag_logger._suspend_for_fork()
+        except Exception:  # never fail a fork
+            logger.exception("loopwatch: pausing the interval log for a fork failed")
+
+
+def _after_fork_in_parent() -> None:
+    for lag_logger in list(_LOGGERS):
+        try:
+            lag_logger._resume_after_fork()
+        except Exception:
+            logger.exception("loopwatch: resuming the interval log after a fork failed")
+
+
+def _after_fork_in_child() -> None:
+    # As before forks paused it: the child holds a stopped thread object.
+    for lag_logger in list(_LOGGERS):
+        lag_logger._fork_paused = None
+        lag_logger._pausing = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
+import weakref
 from typing import Any, Callable
 
+from .. import _forking
 from .._selector import LoopMonitor
 from ..loop.stats import LoopStats, StallEvent
 from ..export.sources import default_sources
@@ -107,6 +110,8 @@ class Diagnostics:
         self._liveness_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._running = False
+        self._fork_paused = False
+        _ALL_DIAGNOSTICS.add(self)
         #: Registry checks made, and the loop thread's CPU seconds they took.
         self.checks = 0
         self.check_cpu_seconds = 0.0
@@ -235,6 +240,31 @@ class Diagnostics:
                 delay = min(delay, max(0.0, nxt - registry._clock()))
             await asyncio.sleep(delay)
 
+    def _suspend_for_fork(self) -> None:
+        """Before a fork: join the liveness thread (the monitor and the
+        status server pause themselves)."""
+        self._fork_paused = False
+        thread = self._liveness_thread
+        if thread is None or thread is threading.current_thread():
+            return
+        self._stopping.set()
+        thread.join()
+        _forking.joined(thread)
+        self._fork_paused = True
+
+    def _resume_after_fork(self) -> None:
+        """After the fork, in the parent: a new liveness thread; its first
+        line comes a liveness_interval after the fork."""
+        if not self._fork_paused:
+            return
+        self._fork_paused = False
+        if not self._running or self._liveness_thread is None:
+            return
+        self._stopping.clear()
+        self._liveness_thread = threading.Thread(
+            target=self._liveness_forever, name="loopwatch-liveness", daemon=True)
+        self._liveness_thread.start()
+
     def _liveness_forever(self) -> None:
         while not self._stopping.wait(self.liveness_interval):
             try:
@@ -269,3 +299,32 @@ class Diagnostics:
         if server is None:
             raise RuntimeError("status is not served (status=False, or not started)")
         return server.document()
+
+
+_ALL_DIAGNOSTICS: weakref.WeakSet[Diagnostics] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for diag in list(_ALL_DIAGNOSTICS):
+        try:
+            diag._suspend_for_fork()
+        except Exception:  # never fail a fork
+            logger.exception("loopwatch: pausing the liveness thread for a fork failed")
+
+
+def _after_fork_in_parent() -> None:
+    for diag in list(_ALL_DIAGNOSTICS):
+        try:
+            diag._resume_after_fork()
+        except Exception:
+            logger.exception("loopwatch: resuming the liveness thread after a fork failed")
+
+
+def _after_fork_in_child() -> None:
+    for diag in list(_ALL_DIAGNOSTICS):
+        diag._fork_paused = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)

@@ -31,8 +31,9 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Tuple
 
+from .. import _forking
 from .stats import LatencyStats, LoopStats, LoopWindow, StackFrame, StallEvent
 
 __all__ = ["LoopMonitorBase", "logger"]
@@ -54,6 +55,17 @@ MAX_STACK_FRAMES = 100
 REPORTER_JOIN_TIMEOUT = 5.0
 
 START, END = 1, 2
+#: What a core's wait_event returns while its sampler is suspended for a fork.
+SUSPENDED = "suspended"
+#: A sampler event: (kind, stall_id, heartbeat_ns, started_ns, detected_ns,
+#: duration_ns, readings); readings (START only, else None) are the loop
+#: thread's (cpu_ns, at_ns, state, run_delay_ns, sampler_late_ns) when the
+#: stall was seen (see explain_stall).
+Readings = Tuple[Optional[int], int, Optional[str], Optional[int], int]
+Event = Tuple[int, int, int, int, int, int, Optional[Readings]]
+#: The loop thread used at least this share of a CPU over the measured
+#: window: it was running (native code holding the GIL).
+NATIVE_CPU_SHARE = 0.5
 _MISSING = object()
 
 # Every monitor ever created (for fork and exit).
@@ -91,6 +103,84 @@ def validate_options(
     if not isinstance(capture_stack, bool):
         raise TypeError(f"capture_stack must be a bool, not {type(capture_stack).__name__}")
     return resolution, stall_threshold
+
+
+def read_thread_state(native_id: int | None) -> str | None:
+    """A thread's scheduler state letter (Linux: /proc/self/task/<tid>/stat
+    field 3: 'R' running or runnable, 'S'/'D' asleep, 'T' stopped), or None."""
+    if native_id is None:
+        return None
+    try:
+        with open(f"/proc/self/task/{native_id}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    end = data.rfind(b")")
+    if end < 0 or len(data) < end + 3:
+        return None
+    return chr(data[end + 2])
+
+
+def _ms(ns: int) -> str:
+    return f"{ns / 1e6:.0f} ms"
+
+
+def explain_stall(readings: Readings | None, cpu_now_ns: int | None,
+                  run_delay_now_ns: int | None, now_ns: int, stall_ns: int,
+                  sampler_needs_gil: bool) -> tuple[str | None, str | None]:
+    """Why Python code could not run during a stall: (cause, what was
+    measured), cause one of ``"native_code"``, ``"not_running"``,
+    ``"syscall"``, or (None, None) when nothing tells.
+
+    ``readings`` are the loop thread's times when the sampler saw the stall
+    (native sampler: at detection; twin: at its last pass before, since it
+    needs the GIL), ``cpu_now_ns`` / ``run_delay_now_ns`` the same read by
+    the reporter at ``now_ns``, ``stall_ns`` the stall's length when seen.
+    The loop thread's CPU time over that window tells whether it ran (native
+    code holding the GIL) or not; if not, why: the sampler's own lateness
+    (native: it needs no GIL, so a late sampler means the whole process did
+    not run), the time the thread waited for a CPU while runnable (run
+    delay, Linux schedstat: the twin) or its scheduler state when the stall
+    was seen (native: 'R' runnable, 'S'/'D' asleep in a system call)."""
+    if readings is None:
+        return None, None
+    cpu0, at0, state, run_delay0, sampler_late = readings
+    wall = now_ns - at0
+    if cpu0 is None or cpu_now_ns is None or wall <= 0:
+        return None, None
+    used = max(0, cpu_now_ns - cpu0)
+    if not sampler_needs_gil and stall_ns > 0 and sampler_late * 2 >= stall_ns:
+        return "not_running", (
+            f"the process did not run: the sampler thread, which needs no GIL, woke "
+            f"{_ms(sampler_late)} late into a {_ms(stall_ns)} stall (the process was "
+            "stopped or starved of CPU)")
+    if used >= NATIVE_CPU_SHARE * wall:
+        return "native_code", (
+            f"the loop thread used {_ms(used)} of CPU in {_ms(wall)}: it held the GIL in "
+            "native code")
+    idle = wall - used
+    if run_delay0 is not None and run_delay_now_ns is not None:
+        waited = max(0, run_delay_now_ns - run_delay0)
+        if waited * 2 >= idle:
+            return "not_running", (
+                f"the loop thread did not run for {_ms(idle)} of {_ms(wall)} (runnable, "
+                f"waiting {_ms(waited)} for a CPU: the machine is overloaded)")
+        return "syscall", (
+            f"the loop thread did not run for {_ms(idle)} of {_ms(wall)} and was not "
+            "waiting for a CPU (sleeping in a system call while holding the GIL, or the "
+            "process was stopped)")
+    if state == "R":
+        return "not_running", (
+            f"the loop thread did not run for {_ms(idle)} of {_ms(wall)} (runnable, waiting "
+            "for a CPU: the machine is overloaded)")
+    if state in ("S", "D"):
+        return "syscall", (
+            f"the loop thread did not run for {_ms(idle)} of {_ms(wall)} (sleeping in a "
+            "system call while holding the GIL)")
+    if state in ("T", "t"):
+        return "not_running", (
+            f"the loop thread did not run for {_ms(idle)} of {_ms(wall)} (stopped)")
+    return None, None
 
 
 # Every wrapper the monitors put on a loop or selector attribute is a _Link:
@@ -334,6 +424,7 @@ class LoopMonitorBase:
         self._pending: collections.deque[Any] = collections.deque()  # events of a stopped run
         self._running = False
         self._stopped_by_fork = False
+        self._fork_paused: tuple[bool, bool] | None = None  # (sampler, reporter) across a fork
         self._method = "unavailable"
 
         # Stall accounting (confirmed stalls, by the reporter).
@@ -457,7 +548,7 @@ class LoopMonitorBase:
             # which starting it again would drop.
             while True:
                 event = core.wait_event(0)
-                if event is None or event is False:
+                if event is None or event is False or event == SUSPENDED:
                     break
                 self._pending.append(event)
         try:
@@ -587,6 +678,8 @@ class LoopMonitorBase:
                 event = core.wait_event(None)
             if event is None:
                 continue
+            if event == SUSPENDED:  # a fork: _resume_after_fork starts another
+                return
             # At interpreter exit, reports still queued are dropped: nothing
             # is reported after the program's end.
             if _EXITING or sys.is_finalizing():
@@ -602,8 +695,8 @@ class LoopMonitorBase:
             except Exception:  # never let a report kill the reporter
                 logger.exception("loopwatch: reporting a stall failed")
 
-    def _handle(self, event: tuple[int, int, int, int, int, int]) -> None:
-        kind, stall_id, heartbeat_ns, started_ns, detected_ns, duration_ns = event
+    def _handle(self, event: Event) -> None:
+        kind, stall_id, heartbeat_ns, started_ns, detected_ns, duration_ns, readings = event
         loop = self._loop
         assert loop is not None  # set by start(), before any event
         tick = self._tick
@@ -621,10 +714,17 @@ class LoopMonitorBase:
                     self.stop()
                 return
             stack, stack_error = None, None
+            late_ns = time.monotonic_ns() - (started_ns + self._thr_ns)
+            if late_ns > self._stack_timeout_ns:
+                cause, measured = self._explain(readings, duration_ns)
+            else:
+                cause, measured = "python", None
             if self._capture_stack:
-                stack, stack_error = self._take_stack(thread_id, heartbeat_ns, started_ns)
+                stack, stack_error = self._take_stack(thread_id, heartbeat_ns, started_ns,
+                                                      measured)
             report = StallEvent("started", stall_id, started_ns / 1e9, detected_ns / 1e9,
-                                duration_ns / 1e9, stack, stack_error, thread_id, loop)
+                                duration_ns / 1e9, stack, stack_error, thread_id, loop,
+                                cause=cause)
             with self._lock:
                 self._stalls_total += 1
                 self._stalls_interval += 1
@@ -657,8 +757,21 @@ class LoopMonitorBase:
             except BaseException:  # even SystemExit: it would end the reporter
                 logger.exception("loopwatch: on_stall raised")
 
+    def _explain(self, readings: Readings | None,
+                 stall_ns: int) -> tuple[str | None, str | None]:
+        """The cause of a stall Python code could not see in time (see
+        explain_stall), from the sampler's readings and the reporter's."""
+        core = self._core
+        try:
+            cpu_now, run_delay_now = core.loop_thread_times()
+        except Exception:
+            return None, None
+        return explain_stall(readings, cpu_now, run_delay_now, time.monotonic_ns(), stall_ns,
+                             bool(getattr(core, "sampler_needs_gil", True)))
+
     def _take_stack(
-        self, thread_id: int | None, heartbeat_ns: int, started_ns: int
+        self, thread_id: int | None, heartbeat_ns: int, started_ns: int,
+        measured: str | None = None,
     ) -> tuple[tuple[StackFrame, ...] | None, str | None]:
         # The stall crossed the threshold at started + threshold; Python code
         # (the sampler of the twin, this reporter) can run only once the GIL
@@ -673,8 +786,9 @@ class LoopMonitorBase:
         if late_ns > self._stack_timeout_ns and gil_kept_us_out:
             return None, (
                 f"stack not captured: Python code could not run for {late_ns / 1e6:.0f} ms "
-                "after the stall passed the threshold (the loop thread held the GIL, "
-                "likely inside native code)"
+                "after the stall passed the threshold ("
+                + (measured or "the loop thread held the GIL, likely inside native code, "
+                   "or the process did not run") + ")"
             )
         frame = sys._current_frames().get(thread_id) if thread_id is not None else None
         if frame is None:
@@ -841,9 +955,43 @@ class LoopMonitorBase:
         self.stop()
 
     # -- fork ---------------------------------------------------------------
+    def _suspend_for_fork(self) -> None:
+        """Before a fork: join the sampler (keeping its stall state and
+        queue) and the reporter, so the process forks single-threaded."""
+        self._fork_paused = None
+        core = self._core
+        if core is None or not core.suspend():
+            return
+        reporter = self._reporter
+        joined = False
+        if reporter is not None and reporter is not threading.current_thread():
+            reporter.join()  # it returns at SUSPENDED, between two reports
+            _forking.joined(reporter)
+            joined = True
+        self._fork_paused = (True, joined)
+
+    def _resume_after_fork(self) -> None:
+        """After the fork, in the parent: the threads go on; the time paused
+        is not sampled (see lw_loop_resume_thread)."""
+        paused, self._fork_paused = self._fork_paused, None
+        if paused is None:
+            return
+        core = self._core
+        try:
+            core.resume_thread()
+        except Exception:
+            logger.exception("loopwatch: the loop sampler could not restart after a fork")
+        if paused[1]:
+            with self._lock:
+                reporter = threading.Thread(target=self._report_loop, args=(core,),
+                                            name="loopwatch-reporter", daemon=True)
+                self._reporter = reporter
+                reporter.start()
+
     def _forget_after_fork(self) -> None:
         """In a forked child: the parent's threads are gone. Leave the monitor
         cleanly stopped (and restartable), its loop as it was before."""
+        self._fork_paused = None
         self._lock = threading.RLock()
         self._snapshot_lock = threading.Lock()
         if self._core is not None:
@@ -863,6 +1011,22 @@ class LoopMonitorBase:
             self._remove_hooks()
         except Exception:  # a half-torn loop in the child: leave it be
             pass
+
+
+def _before_fork() -> None:
+    for monitor in list(_ALL_MONITORS):
+        try:
+            monitor._suspend_for_fork()
+        except Exception:  # never fail a fork
+            logger.exception("loopwatch: pausing a loop monitor for a fork failed")
+
+
+def _after_fork_in_parent() -> None:
+    for monitor in list(_ALL_MONITORS):
+        try:
+            monitor._resume_after_fork()
+        except Exception:
+            logger.exception("loopwatch: resuming a loop monitor after a fork failed")
 
 
 def _after_fork_in_child() -> None:
@@ -885,5 +1049,6 @@ def _stop_all_at_exit() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 atexit.register(_stop_all_at_exit)

@@ -12,7 +12,7 @@ from loopwatch.hdr.lw_hdr cimport lw_hdr, lw_hdr_record
 import threading
 
 from loopwatch.hdr.native import Histogram as _Histogram
-from loopwatch.loop.monitor import LoopMonitorBase
+from loopwatch.loop.monitor import SUSPENDED, LoopMonitorBase
 
 __all__ = ["LoopMonitor", "watch"]
 
@@ -24,8 +24,10 @@ cdef extern from "lw_threadcpu.h" nogil:
     ctypedef struct lw_threadcpu:
         int valid
         int64_t id
+        int64_t tid
     int lw_threadcpu_capture_self(lw_threadcpu *t)
     int lw_threadcpu_read_ns(const lw_threadcpu *t, int64_t *out_ns)
+    int lw_threadcpu_run_state(const lw_threadcpu *t, char *out_state)
 
 cdef extern from "lw_loop.h" nogil:
     ctypedef struct lw_loop:
@@ -37,11 +39,17 @@ cdef extern from "lw_loop.h" nogil:
         int64_t started_ns
         int64_t detected_ns
         int64_t duration_ns
+        int64_t cpu_ns
+        int64_t sampler_late_ns
+        int run_state
     lw_loop *lw_loop_new(int64_t resolution_ns, int64_t threshold_ns, lw_hdr *a, lw_hdr *b)
     void lw_loop_free(lw_loop *m)
     int lw_loop_start(lw_loop *m, int paused)
     void lw_loop_stop(lw_loop *m)
     int lw_loop_running(const lw_loop *m)
+    int lw_loop_suspend(lw_loop *m)
+    int lw_loop_resume_thread(lw_loop *m)
+    void lw_loop_set_loop_thread(lw_loop *m, const lw_threadcpu *t)
     void lw_loop_heartbeat(lw_loop *m, int64_t now_ns)
     void lw_loop_pause(lw_loop *m)
     void lw_loop_resume(lw_loop *m, int64_t now_ns)
@@ -79,6 +87,9 @@ cdef class _NativeCore:
     cdef public int64_t last_gil_wait_ns
 
     thread_cpu_supported = True
+    #: The sampler samples without the GIL: its own lateness means the
+    #: process (not just Python code) could not run.
+    sampler_needs_gil = False
 
     def __cinit__(self, int64_t resolution_ns, int64_t threshold_ns, Histogram lag_a not None,
                   Histogram lag_b not None):
@@ -110,6 +121,20 @@ cdef class _NativeCore:
     def running(self):
         return bool(lw_loop_running(self._m))
 
+    def suspend(self):
+        """Before a fork: join the sampler, keeping its stall state and
+        queue; True if one ran."""
+        cdef int got
+        with nogil:
+            got = lw_loop_suspend(self._m)
+        return bool(got)
+
+    def resume_thread(self):
+        """After the fork, in the parent: a new sampler thread goes on."""
+        cdef int err = lw_loop_resume_thread(self._m)
+        if err != 0:
+            raise OSError(err, "cannot restart the loop sampler thread")
+
     cdef inline void heartbeat(self, int64_t now) noexcept:
         lw_loop_heartbeat(self._m, now)
 
@@ -123,8 +148,10 @@ cdef class _NativeCore:
         return lw_loop_last_heartbeat(self._m)
 
     def capture_loop_thread(self):
-        """In the loop thread: remember it, for its CPU time."""
+        """In the loop thread: remember it, for its CPU time (the sampler
+        reads it too, with its scheduler state, when it sees a stall)."""
         lw_threadcpu_capture_self(&self._cpu)
+        lw_loop_set_loop_thread(self._m, &self._cpu)
 
     def loop_thread_cpu_ns(self):
         cdef int64_t ns = 0
@@ -132,9 +159,21 @@ cdef class _NativeCore:
             return None
         return ns
 
+    def loop_thread_times(self):
+        """The loop thread's (CPU ns, run delay ns): no run delay here."""
+        return self.loop_thread_cpu_ns(), None
+
+    def loop_thread_state(self):
+        """The loop thread's scheduler state letter now ('R', 'S', ...), or
+        None when it cannot be read."""
+        cdef char state = 0
+        if lw_threadcpu_run_state(&self._cpu, &state) != 0 or state == 0:
+            return None
+        return chr(<unsigned char>state)
+
     def wait_event(self, timeout):
-        """An event tuple, None on timeout, False once stopped and drained.
-        Waits without the GIL."""
+        """An event tuple, None on timeout, False once stopped and drained,
+        SUSPENDED while suspended for a fork. Waits without the GIL."""
         cdef lw_loop_event ev
         cdef int got
         cdef int64_t woke
@@ -146,12 +185,19 @@ cdef class _NativeCore:
         # thread holds it in native code, short when only the machine's
         # load delayed the wake-up (see LoopMonitorBase._take_stack).
         self.last_gil_wait_ns = lw_loop_now_ns() - woke
+        if got == -2:
+            return SUSPENDED
         if got < 0:
             return False
         if got == 0:
             return None
+        readings = None
+        if ev.kind == 1:  # START: (cpu_ns, at_ns, state, run_delay_ns, sampler_late_ns)
+            readings = (ev.cpu_ns if ev.cpu_ns >= 0 else None, ev.detected_ns,
+                        chr(ev.run_state) if 0 < ev.run_state < 128 else None, None,
+                        ev.sampler_late_ns)
         return (ev.kind, ev.stall_id, ev.heartbeat_ns, ev.started_ns, ev.detected_ns,
-                ev.duration_ns)
+                ev.duration_ns, readings)
 
     def swap_lag(self):
         """Swap the interval lag histograms; the index of the one drained."""

@@ -51,11 +51,28 @@ class StallEvent:
             outermost frame first (``started`` reports with capture_stack
             only); None when it was not taken.
         stack_error: why ``stack`` is None when it was asked for: it says
-            when Python code could not run in time (the loop thread was
-            holding the GIL inside native code) or when the stall ended
-            before the stack could be taken.
+            when Python code could not run in time, and why, as measured
+            (see ``cause``), or when the stall ended before the stack could
+            be taken.
         thread_id: ``threading.get_ident()`` of the loop's thread.
         loop: the monitored event loop.
+        cause: why the loop did not run (``started`` reports; None in
+            ``ended`` ones and when nothing tells), from the loop thread's
+            CPU time and scheduler state:
+
+            * ``"python"``: Python code could run during the stall (the
+              reporter got the GIL in time): the stack shows where the loop
+              is, in Python code or a call that released the GIL;
+            * ``"native_code"``: Python code could not run and the loop
+              thread used CPU all along (at least half the measured time):
+              it held the GIL in native code (a C extension, a regex);
+            * ``"not_running"``: the loop thread did not run although it
+              could: runnable but waiting for a CPU (an overloaded machine),
+              or the whole process was stopped or starved (the native
+              sampler, which needs no GIL, could not run either);
+            * ``"syscall"``: the loop thread did not run and was asleep in
+              a system call while holding the GIL (a C call into sleep or
+              read that does not release it).
     """
 
     kind: str
@@ -67,6 +84,7 @@ class StallEvent:
     stack_error: str | None = None
     thread_id: int | None = None
     loop: Any = None
+    cause: str | None = None
 
     @property
     def ongoing(self) -> bool:

@@ -9,13 +9,14 @@ could not see in time as such, late.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
 from typing import Any, Callable
 
 from ..hdr.twin import Histogram
-from .monitor import END, START, LoopMonitorBase
+from .monitor import END, START, SUSPENDED, Event, LoopMonitorBase, read_thread_state
 from .stats import StallEvent
 
 __all__ = ["LoopMonitor", "watch"]
@@ -29,6 +30,9 @@ class _PyCore:
     resolution into the active one of two lag histograms (microseconds)."""
 
     thread_cpu_supported = hasattr(time, "pthread_getcpuclockid")
+    #: The sampler needs the GIL: its lateness does not tell a stopped
+    #: process from a loop thread holding the GIL.
+    sampler_needs_gil = True
 
     def __init__(self, resolution_ns: int, threshold_ns: int, lag_a: Histogram,
                  lag_b: Histogram) -> None:
@@ -43,6 +47,12 @@ class _PyCore:
         self._dropped = 0
         self._stall_id = 0
         self._cpu_clock: int | None = None
+        self._native_id: int | None = None
+        self._schedstat_fd = -1  # the loop thread's /proc schedstat (Linux)
+        # The loop thread's (CPU, run delay) at the last pass and when: a
+        # stall seen late starts from there (see _begin_stall).
+        self._times: tuple[int | None, int | None] = (None, None)
+        self._times_at = 0
         self._init_sync()
 
     def _init_sync(self) -> None:
@@ -51,19 +61,27 @@ class _PyCore:
         self._mutex = threading.Lock()
         self._tick_cond = threading.Condition(self._mutex)
         self._event_cond = threading.Condition(self._mutex)
-        self._events: deque[tuple[int, int, int, int, int, int]] = deque()
+        self._events: deque[Event] = deque()
         self._stopping = True
         self._thread: threading.Thread | None = None
         self._in_stall = False
         self._stall_heartbeat = 0
+        self._suspended = False
+        self._suspended_at = 0
+        self._suspended_heartbeat = 0
+        self._credit_heartbeat = -1
+        self._credit = 0
 
     # -- sampler thread -----------------------------------------------------
     def start(self, paused: bool) -> None:
         with self._mutex:
             if self._thread is not None:
                 raise RuntimeError("sampler already running")
+            if self._suspended:
+                raise RuntimeError("sampler suspended")
             self._stopping = False
             self._in_stall = False
+            self._credit_heartbeat, self._credit = -1, 0
             self._events.clear()
             self._heartbeat = time.monotonic_ns()
             self._paused = paused
@@ -73,15 +91,49 @@ class _PyCore:
 
     def stop(self) -> None:
         with self._mutex:
-            if self._thread is not None and not self._stopping and self._in_stall:
+            if ((self._thread is not None and not self._stopping) or self._suspended) \
+                    and self._in_stall:
                 now = time.monotonic_ns()
                 self._end_stall(now, now)  # every START gets its END
+            self._suspended = False
             self._stopping = True
             thread, self._thread = self._thread, None
             self._tick_cond.notify_all()
             self._event_cond.notify_all()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+
+    def suspend(self) -> bool:
+        """Before a fork: join the sampler, keeping its stall state and
+        queue; True if one ran."""
+        with self._mutex:
+            thread = self._thread
+            if thread is None or self._stopping:
+                return False
+            self._stopping = self._suspended = True
+            self._tick_cond.notify_all()
+            self._event_cond.notify_all()
+        if thread is not threading.current_thread():
+            thread.join()
+        with self._mutex:
+            self._suspended_at = time.monotonic_ns()
+            self._suspended_heartbeat = self._heartbeat
+        return True
+
+    def resume_thread(self) -> None:
+        """After the fork, in the parent: a new sampler thread goes on; the
+        time suspended is not the heartbeat's staleness (see lw_loop.h)."""
+        with self._mutex:
+            if not self._suspended:
+                return
+            if self._heartbeat == self._suspended_heartbeat:
+                if self._credit_heartbeat != self._suspended_heartbeat:
+                    self._credit_heartbeat, self._credit = self._suspended_heartbeat, 0
+                self._credit += time.monotonic_ns() - self._suspended_at
+            self._suspended = self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="loopwatch-sampler",
+                                            daemon=True)
+            self._thread.start()
 
     @property
     def running(self) -> bool:
@@ -91,7 +143,7 @@ class _PyCore:
         """(sampling, loop_running, in_stall, stall_id, stall_started_ns,
         heartbeat_ns, samples): what the sampler knows now."""
         with self._mutex:
-            sampling = self._thread is not None and not self._stopping
+            sampling = (self._thread is not None and not self._stopping) or self._suspended
             in_stall = sampling and self._in_stall
             started = self._stall_heartbeat + self._res if in_stall else 0
             return (sampling, not self._paused, in_stall, self._stall_id, started,
@@ -109,6 +161,12 @@ class _PyCore:
                     continue
                 tick, prev_heartbeat = self._sample(tick, now, prev_heartbeat)
 
+    def _staleness(self, at: int, heartbeat: int) -> int:
+        stale = at - heartbeat - self._res
+        if heartbeat == self._credit_heartbeat:
+            stale -= self._credit  # time suspended around a fork: not sampled
+        return stale
+
     def _record(self, staleness_ns: int) -> None:
         with self._record_lock:
             self._lag[self._active].record(staleness_ns // 1000 if staleness_ns > 0 else 0)
@@ -117,6 +175,7 @@ class _PyCore:
     def _sample(self, tick: int, now: int, prev_heartbeat: int) -> tuple[int, int]:
         res = self._res
         due = (now - tick) // res + 1
+        late = now - tick
         heartbeat = self._heartbeat
         if self._paused:
             if self._in_stall:
@@ -127,35 +186,48 @@ class _PyCore:
             for i in range(missed - min(missed, _MAX_BACKFILL), missed):
                 at = tick + i * res
                 known = heartbeat if heartbeat <= at else prev_heartbeat
-                self._record(at - known - res)
-                if not self._in_stall and at - known - res > self._thr:
-                    self._begin_stall(known, now)
-        self._record(now - heartbeat - res)
+                stale = self._staleness(at, known)
+                self._record(stale)
+                if not self._in_stall and stale > self._thr:
+                    self._begin_stall(known, now, late)
+        stale = self._staleness(now, heartbeat)
+        self._record(stale)
         if self._in_stall and heartbeat != self._stall_heartbeat:
             self._end_stall(heartbeat, now)
-        if not self._in_stall and now - heartbeat - res > self._thr:
-            self._begin_stall(heartbeat, now)
+        if not self._in_stall and stale > self._thr:
+            self._begin_stall(heartbeat, now, late)
+        if not self._in_stall:
+            # The baseline of the next stall's cause: this sampler needs the
+            # GIL, so it sees a GIL-holding stall only after it; the loop
+            # thread's times from before it tell what it did meanwhile.
+            self._times, self._times_at = self.loop_thread_times(), time.monotonic_ns()
         return tick + due * res, heartbeat
 
-    def _push(self, event: tuple[int, int, int, int, int, int]) -> None:
+    def _push(self, event: Event) -> None:
         if len(self._events) >= _QUEUE:
             self._dropped += 1
             return
         self._events.append(event)
         self._event_cond.notify_all()
 
-    def _begin_stall(self, heartbeat: int, now: int) -> None:
+    def _begin_stall(self, heartbeat: int, now: int, late: int) -> None:
         self._in_stall = True
         self._stall_id += 1
         self._stall_heartbeat = heartbeat
+        cpu, run_delay = self._times
+        # (cpu_ns, at_ns, state, run_delay_ns, sampler_late_ns): the loop
+        # thread's times at the last pass before the stall was seen; its
+        # state now is of no use (the GIL came back: the stall may be over).
+        readings = (cpu, self._times_at, None, run_delay, max(0, late)) if cpu is not None \
+            else None
         self._push((START, self._stall_id, heartbeat, heartbeat + self._res, now,
-                    now - heartbeat - self._res))
+                    now - heartbeat - self._res, readings))
 
     def _end_stall(self, end: int, now: int) -> None:
         start = self._stall_heartbeat
         self._in_stall = False
         self._push((END, self._stall_id, start, start + self._res, now,
-                    max(0, end - start - self._res)))
+                    max(0, end - start - self._res), None))
 
     # -- the loop thread ----------------------------------------------------
     def heartbeat(self, now_ns: int) -> None:
@@ -178,6 +250,34 @@ class _PyCore:
                 self._cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
             except OSError:
                 pass
+        native_id = threading.get_native_id()
+        if native_id != self._native_id:
+            self._native_id = native_id
+            fd, self._schedstat_fd = self._schedstat_fd, -1
+            if fd >= 0:
+                os.close(fd)
+            try:  # Linux: on-CPU time and run-queue wait of the loop thread
+                self._schedstat_fd = os.open(f"/proc/self/task/{native_id}/schedstat",
+                                             os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+
+    def loop_thread_times(self) -> tuple[int | None, int | None]:
+        """The loop thread's (CPU ns, ns waited for a CPU while runnable):
+        /proc/self/task/<tid>/schedstat where there is one, else the CPU
+        clock and no run delay."""
+        fd = self._schedstat_fd
+        if fd >= 0:
+            try:
+                fields = os.pread(fd, 128, 0).split()
+                return int(fields[0]), int(fields[1])
+            except (OSError, ValueError, IndexError):
+                pass
+        return self.loop_thread_cpu_ns(), None
+
+    def loop_thread_state(self) -> str | None:
+        """The loop thread's scheduler state letter now, or None."""
+        return read_thread_state(self._native_id)
 
     def loop_thread_cpu_ns(self) -> int | None:
         if self._cpu_clock is None:
@@ -188,11 +288,14 @@ class _PyCore:
             return None
 
     # -- the reporter and the reader ----------------------------------------
-    def wait_event(self, timeout: float | None) -> tuple[int, int, int, int, int, int] | None | bool:
-        """An event, None on timeout, False once stopped and drained."""
+    def wait_event(self, timeout: float | None) -> Event | None | bool | str:
+        """An event, None on timeout, False once stopped and drained,
+        SUSPENDED while suspended for a fork."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._mutex:
             while True:
+                if self._suspended:
+                    return SUSPENDED
                 if self._events:
                     return self._events.popleft()
                 if self._stopping:
@@ -219,6 +322,12 @@ class _PyCore:
 
     def after_fork_child(self) -> None:
         self._init_sync()
+        fd, self._schedstat_fd, self._native_id = self._schedstat_fd, -1, None
+        if fd >= 0:  # the parent's thread's
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class _PyTick:

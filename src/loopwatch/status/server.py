@@ -27,6 +27,7 @@ import threading
 import time
 from typing import Any
 
+from .. import _forking
 from .._selector import IMPLEMENTATION, StatusCore, load_implementation
 from . import document
 from .paths import ensure_status_folder, status_socket_path
@@ -81,6 +82,7 @@ class StatusServer:
         self._liveness_at: float | None = None
         self._started_monotonic = time.monotonic()
         self._owner_pid = 0
+        self._fork_paused = False
         self.published = 0
 
     @property
@@ -163,9 +165,45 @@ class StatusServer:
             except OSError:
                 pass
 
+    def _suspend_for_fork(self) -> None:
+        """Before a fork: join the server thread and the publisher; the
+        socket stays open (clients wait in its backlog) and everything
+        registered stays."""
+        self._fork_paused = False
+        core, publisher = self._core, self._publisher
+        if core is None:
+            return
+        core.stop()  # joins the server thread; the publisher wakes and returns
+        if publisher is not None and publisher is not threading.current_thread():
+            publisher.join()
+            _forking.joined(publisher)
+        self._fork_paused = True
+
+    def _resume_after_fork(self) -> None:
+        """After the fork, in the parent: serve again."""
+        if not self._fork_paused:
+            return
+        self._fork_paused = False
+        core = self._core
+        if core is None:
+            return
+        try:
+            core.start()
+        except OSError:
+            logger.exception("loopwatch: the status server could not restart after a fork")
+            return
+        with self._lock:
+            publisher = self._publisher
+            if publisher is not None and publisher.is_alive():
+                return  # the fork was made from the publisher thread itself
+            self._publisher = threading.Thread(target=self._publish_loop, args=(core,),
+                                               name="loopwatch-status-publisher", daemon=True)
+            self._publisher.start()
+
     def _after_fork_in_child(self) -> None:
         """The parent's threads are gone and the socket is the parent's:
         leave it alone and stop serving here."""
+        self._fork_paused = False
         self._lock = threading.RLock()
         core, self._core, self._publisher = self._core, None, None
         if core is not None:
@@ -340,6 +378,22 @@ def _after_fork_in_child() -> None:
     _shared, _shared_users = None, 0
 
 
+def _before_fork() -> None:
+    for server in list(_SERVERS):
+        try:
+            server._suspend_for_fork()
+        except Exception:  # never fail a fork
+            logger.exception("loopwatch: pausing the status server for a fork failed")
+
+
+def _after_fork_in_parent() -> None:
+    for server in list(_SERVERS):
+        try:
+            server._resume_after_fork()
+        except Exception:
+            logger.exception("loopwatch: resuming the status server after a fork failed")
+
+
 def _stop_all_at_exit() -> None:
     for server in list(_SERVERS):
         try:
@@ -349,5 +403,6 @@ def _stop_all_at_exit() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 atexit.register(_stop_all_at_exit)

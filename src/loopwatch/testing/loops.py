@@ -271,7 +271,7 @@ class LoopTracker:
                 state.reports[report.stall_id] = report
 
     def _on_event(self, state: _MonitorState, event: Any) -> None:
-        kind, stall_id, _heartbeat_ns, started_ns, _detected_ns, duration_ns = event
+        kind, stall_id, _heartbeat_ns, started_ns, _detected_ns, duration_ns = event[:6]
         with self._cond:
             stall = state.stalls.get(stall_id)
             if stall is None:
