@@ -715,13 +715,25 @@ class LoopMonitorBase:
                 return
             stack, stack_error = None, None
             late_ns = time.monotonic_ns() - (started_ns + self._thr_ns)
+            late_but_python_ran = False
             if late_ns > self._stack_timeout_ns:
                 cause, measured = self._explain(readings, duration_ns)
+                # The native reporter knows how long it waited for the GIL
+                # after waking. If that is not what made it late, the
+                # machine's load did: the GIL was free, the loop thread ran
+                # Python code (or waited without the GIL), and the stack,
+                # checked against the heartbeat, is still the stall's.
+                gil_wait_ns = getattr(self._core, "last_gil_wait_ns", None)
+                if (cause != "not_running" and gil_wait_ns is not None
+                        and gil_wait_ns <= self._stack_timeout_ns // 2):
+                    late_but_python_ran = True
+                    if cause == "native_code":
+                        cause, measured = "python", None
             else:
                 cause, measured = "python", None
             if self._capture_stack:
                 stack, stack_error = self._take_stack(thread_id, heartbeat_ns, started_ns,
-                                                      measured)
+                                                      measured, late_but_python_ran)
             report = StallEvent("started", stall_id, started_ns / 1e9, detected_ns / 1e9,
                                 duration_ns / 1e9, stack, stack_error, thread_id, loop,
                                 cause=cause)
@@ -771,19 +783,13 @@ class LoopMonitorBase:
 
     def _take_stack(
         self, thread_id: int | None, heartbeat_ns: int, started_ns: int,
-        measured: str | None = None,
+        measured: str | None = None, late_but_python_ran: bool = False,
     ) -> tuple[tuple[StackFrame, ...] | None, str | None]:
         # The stall crossed the threshold at started + threshold; Python code
         # (the sampler of the twin, this reporter) can run only once the GIL
         # is free. Too late, the stack would no longer be the stall's.
         late_ns = time.monotonic_ns() - (started_ns + self._thr_ns)
-        # The native reporter knows how long it waited for the GIL after
-        # waking: if that is not what made it late, the machine's load did
-        # (the loop thread was running Python code meanwhile), and the
-        # stack, checked below against the heartbeat, is still the stall's.
-        gil_wait_ns = getattr(self._core, "last_gil_wait_ns", None)
-        gil_kept_us_out = gil_wait_ns is None or gil_wait_ns > self._stack_timeout_ns // 2
-        if late_ns > self._stack_timeout_ns and gil_kept_us_out:
+        if late_ns > self._stack_timeout_ns and not late_but_python_ran:
             return None, (
                 f"stack not captured: Python code could not run for {late_ns / 1e6:.0f} ms "
                 "after the stall passed the threshold ("
