@@ -271,16 +271,20 @@ class LoopTracker:
         if self.closing or not loop.is_running():
             return  # a loop set as running without running: nothing to watch
         idle = self._idle
-        while True:
+        state: _MonitorState | None = None
+        while idle:
             try:
                 state = idle.pop()  # the one this thread gave back last, normally
-            except IndexError:
-                state = self._new_monitor(loop)
-                if state is None:
-                    return
+            except IndexError:  # taken by another thread meanwhile
+                state = None
                 break
             if state.monitor.running:  # (not when stopped by a fork)
                 break
+            state = None
+        if state is None:
+            state = self._new_monitor(loop)
+            if state is None:
+                return
         local.state = state
         if state.loop is not loop:
             self._bind(state, loop)
