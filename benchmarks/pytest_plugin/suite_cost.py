@@ -12,7 +12,11 @@ per-round ratios), and the same for the CPU time the pytest process used
 (user + system; less sensitive to other load on the machine).
 
     python benchmarks/pytest_plugin/suite_cost.py [--tests 1000] [--rounds 5]
-        [--no-extensions]
+        [--no-extensions] [--other-src DIR]
+
+``--other-src DIR`` adds a variant: ``--loopwatch-max-lag=0.1`` with
+``PYTHONPATH=DIR``, e.g. a copy of ``src`` from another commit (its built
+extensions included), to compare two versions of the plugin in one session.
 """
 
 from __future__ import annotations
@@ -87,20 +91,30 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-extensions", action="store_true",
                         help="measure the pure-Python twin (LOOPWATCH_NO_EXTENSIONS=1)")
+    parser.add_argument("--other-src", metavar="DIR",
+                        help="add --loopwatch-max-lag=0.1 with PYTHONPATH=DIR as a variant")
     opts = parser.parse_args()
+    variants = dict(VARIANTS)
+    if opts.other_src:
+        variants[f"max-lag=0.1 [{Path(opts.other_src).name}]"] = (
+            ["--loopwatch-max-lag=0.1"], {"PYTHONPATH": str(Path(opts.other_src).resolve())})
     base_env = dict(os.environ)
     base_env.pop("PYTHONASYNCIODEBUG", None)
+    # The warm-up writes the .pyc files (loopwatch's, pytest's rewritten
+    # test modules): without them every run would compile them all again,
+    # a cost no real suite pays on its second run.
+    base_env.pop("PYTHONDONTWRITEBYTECODE", None)
     if opts.no_extensions:
         base_env["LOOPWATCH_NO_EXTENSIONS"] = "1"
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    cpus: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    cpus: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="loopwatch-suite-") as tmp:
         folder = Path(tmp)
         make_suite(folder, opts.tests)
-        for name, (args, env) in VARIANTS.items():  # warm-up: imports, .pyc files
+        for name, (args, env) in variants.items():  # warm-up: imports, .pyc files
             run(folder, args, env, base_env)
         for r in range(opts.rounds):
-            order = list(VARIANTS.items())
+            order = list(variants.items())
             if r % 2:
                 order.reverse()
             for name, (args, env) in order:
@@ -111,7 +125,7 @@ def main() -> None:
     print(f"\n{opts.tests} pytest-asyncio tests, {opts.rounds} rounds, loopwatch {impl}, "
           f"{os.cpu_count()} CPUs; ratios: median of the per-round ratios to the baseline")
     print(f"{'variant':<28}{'wall s':>9}{'ratio':>8}{'cpu s':>9}{'ratio':>8}   wall per round")
-    for name in VARIANTS:
+    for name in variants:
         wall_ratio = statistics.median(
             v / b for v, b in zip(times[name], times["inert (baseline)"]))
         cpu_ratio = statistics.median(

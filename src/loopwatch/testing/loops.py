@@ -5,8 +5,13 @@ Loops are found as ``loopwatch run`` finds them: every loop, asyncio's or
 uvloop's, calls ``asyncio._set_running_loop`` when it starts and stops
 running, whoever runs it (pytest-asyncio's runners, anyio's test runner,
 ``asyncio.run`` in a synchronous test). :class:`LoopTracker` wraps that
-function and gives each new loop a monitor; the monitor stops when its loop
-closes and is then forgotten (a test session makes thousands of loops).
+function, and that wrapper is all it puts on the loops: a run that starts
+takes a monitor from a small pool (the one the thread used last, normally),
+arms the monitor's heartbeat tick on that loop and resumes its sampler; the
+run's end disarms the tick, pauses the sampler and gives the monitor back.
+Loops get no instance attributes, no select wrapper and no run or close
+hooks (the plugin needs stalls only, not utilization), so a new loop costs
+a tick object and a run costs an arm and a disarm.
 
 Each monitor's reporter hands every sampler event to the tracker, the ones
 the monitor itself drops included: the monitor does not report a stall
@@ -14,16 +19,15 @@ whose "started" event it handles after the loop stopped running (meant for
 runs it did not see begin), and that is how a stall inside a native call
 holding the GIL at the very end of a test looks. :meth:`LoopTracker.settle`
 is called at the end of each test phase, in the main thread, with no loop
-of that thread running: it waits (on a condition the reporters signal, not
-a sleep) until every stall the samplers saw has been handled, then hands
-over the stalls that started since the phase began.
+of that thread running: it reads each sampler's stall counter and, when
+every stall the samplers saw has been handled (the usual case: no stall at
+all), returns at once; otherwise it waits (on a condition the reporters
+signal, not a sleep) until they have been, then hands over the stalls that
+started since the phase began.
 
-A test session makes a loop per test; a monitor costs about 2 ms to build,
-start and stop (six histograms, two threads). So a monitor whose loop
-closes is parked instead of stopped (its hooks removed, its sampler paused,
-its threads kept) and attached to the next loop that starts: a new loop
-costs a tick, a select wrapper and run hooks (``_attach``:
-``LoopMonitorBase._install_hooks``, without new threads).
+A monitor costs about 2 ms to build, start and stop (six histograms, two
+threads), so monitors are kept: one per loop running at the same time, up
+to MAX_IDLE of them idle between runs.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ import asyncio.events
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from ..loop import monitor as _monitor_module
@@ -45,52 +48,133 @@ START, END = 1, 2
 # normally take microseconds; this bounds a reporter stuck behind a
 # callback that never returns.
 SETTLE_TIMEOUT = 2.0
-# Parked monitors kept for the next loops (more are stopped): loops open at
+# Idle monitors kept for the next runs (more are stopped): loops running at
 # the same time in one test.
-MAX_PARKED = 4
+MAX_IDLE = 4
+_get_ident = threading.get_ident
+_monotonic_ns = time.monotonic_ns
 NO_REPORT = ("stack not captured: the loop had stopped running when Python code could "
              "run again (the loop thread held the GIL, likely inside native code)")
 
 
-@dataclass
 class Stall:
-    """One stall of one loop, as the plugin keeps it."""
+    """One stall of one loop, as the plugin keeps it. (A plain class, not a
+    dataclass: the module is imported when the plugin activates, and a
+    dataclass costs milliseconds to build.)"""
 
-    stall_id: int
-    started_at: float  # time.monotonic() clock
-    duration: float  # whole length once ended; so far otherwise
-    ended: bool = False
-    stack: tuple[Any, ...] | None = None  # StackFrame, outermost first
-    stack_error: str | None = None
-    loop_name: str = ""
+    __slots__ = ("stall_id", "started_at", "duration", "ended", "stack", "stack_error",
+                 "loop_name")
+
+    def __init__(self, stall_id: int, started_at: float, duration: float, ended: bool = False,
+                 stack: tuple[Any, ...] | None = None, stack_error: str | None = None,
+                 loop_name: str = "") -> None:
+        self.stall_id = stall_id
+        self.started_at = started_at  # time.monotonic() clock
+        self.duration = duration  # whole length once ended; so far otherwise
+        self.ended = ended
+        self.stack = stack  # StackFrame, outermost first
+        self.stack_error = stack_error
+        self.loop_name = loop_name
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Stall({fields})"
 
 
 class _MonitorState:
-    """The stalls of one monitor, over the loops it watched (touched under
-    the tracker's lock)."""
+    """One monitor of the pool and its stalls, over the loops it watched
+    (the stalls and reports are touched under the tracker's lock)."""
+
+    __slots__ = ("monitor", "core", "tick", "loop", "name", "stalls", "reports", "handled")
 
     def __init__(self, monitor: Any) -> None:
         self.monitor = monitor
-        self.name = ""  # the loop it watches now
+        self.core: Any = None
+        self.tick: Any = None  # the monitor's tick, on `loop`
+        self.loop: Any = None  # the loop it watches now, or watched last
+        self.name = ""  # that loop's
         self.stalls: dict[int, Stall] = {}
         self.reports: dict[int, Any] = {}  # stall_id -> the "started" StallEvent
         self.handled = 0  # highest stall id whose end was handled (ids never repeat)
-        self.parked = False
-        # The run during which the loop was attached began before the
-        # monitor's run_forever hook: its end is followed here. Later runs
-        # go through that hook, which follows them itself.
-        self.outer_run = False
+
+
+class _Tick:
+    """The heartbeat of one loop for one monitor of the pool, in place of
+    the monitor's own tick: every resolution while the loop runs, it stores
+    the heartbeat (``core.resume(now)``, which also unpauses the sampler).
+
+    A run's end only pauses the sampler: the pending callback stays in the
+    loop and goes on at the loop's next run (the tick's own delay is not
+    recorded: the plugin reads no snapshot), so a loop run three times in a
+    test is scheduled on once, not armed and cancelled three times. The
+    monitor's reporter reads ``thread_id`` (whose stack to take) and, like
+    ``stop()``, calls the methods of the monitor's tick it needs."""
+
+    __slots__ = ("core", "loop", "res", "active", "pending", "thread_id")
+
+    def __init__(self, core: Any, loop: Any, resolution: float) -> None:
+        self.core = core
+        self.loop = loop
+        self.res = resolution
+        self.active = False
+        self.pending = False  # a callback of this tick is scheduled on the loop
+        self.thread_id: int | None = None
+
+    def start(self) -> None:
+        """In the loop's thread, as a run starts: heartbeat now, sampling."""
+        self.thread_id = _get_ident()
+        self.core.resume(_monotonic_ns())
+        self.active = True
+        if not self.pending:
+            self.pending = True
+            self.loop.call_later(self.res, self)
+
+    def __call__(self) -> None:
+        if self.active:
+            self.core.resume(_monotonic_ns())
+            self.loop.call_later(self.res, self)
+        else:  # the run it was scheduled in was the last one watched
+            self.pending = False
+
+    def stop(self) -> None:
+        """As the run ends (or from the reporter, when the loop stopped
+        running unseen): the sampler pauses, the callback stays."""
+        self.active = False
+        self.core.pause()
+
+    disarm = disarm_from_any_thread = stop
+    arm = start
+
+    def deactivate(self) -> None:
+        self.active = False
+
+    @property
+    def delay_index(self) -> int:
+        return 0
+
+    def swap_delay(self) -> int:
+        return 1  # the monitor's snapshot() drains an empty delay histogram
+
+    def after_fork_child(self) -> None:
+        self.active = self.pending = False
 
 
 def _monitor_class(base: type) -> type:
     class _TestLoopMonitor(base):  # type: ignore[misc]
         """A LoopMonitor that hands every raw sampler event to the tracker
         (after the monitor's own handling, whose listener gave the tracker
-        the started report and its stack), and that parks instead of
-        stopping when its loop closes."""
+        the started report and its stack), that puts nothing on its loop
+        but the tick (the tracker follows the runs), and that stops only
+        with the tracker."""
 
         _lw_tracker: LoopTracker | None = None
         _lw_state: _MonitorState | None = None
+
+        def _install_hooks(self, loop: Any) -> None:
+            # Called by start() (lock held): the tracker's tick only; no
+            # select timer, no run_forever or close hook.
+            self._tick = _Tick(self._core, loop, self._resolution)
+            self._method = "unavailable"
 
         def _handle(self, event: Any) -> None:
             try:
@@ -101,47 +185,19 @@ def _monitor_class(base: type) -> type:
                     tracker._on_event(self._lw_state, event)
 
         def stop(self) -> None:
+            # The monitor's reporter stops it when a stall's start comes in
+            # after its loop closed: a pooled monitor goes on (its sampler
+            # was paused when the run ended).
             tracker = self._lw_tracker
             if tracker is None or tracker.closing or _monitor_module._EXITING:
                 super().stop()
-                return
-            self._park()
-
-        def _park(self) -> None:
-            with self._lock:
-                state = self._lw_state
-                if not self._running or state is None or state.parked:
-                    return
-                loop, tick = self._loop, self._tick
-                self._close_run_period(time.monotonic_ns(), read_cpu=False)
-                if tick is not None:
-                    tick.deactivate()
-                    tick.disarm_from_any_thread()  # pauses the sampler
-                self._remove_hooks()
-                state.parked = True
-            tracker = self._lw_tracker
-            assert tracker is not None  # parking is the tracker's
-            tracker._on_parked(self, loop)
-
-        def _attach(self, loop: Any) -> None:
-            """Watch `loop` from now on, with the sampler and reporter this
-            monitor already has (LoopMonitorBase._start_locked without
-            creating the core or the threads)."""
-            state = self._lw_state
-            assert state is not None  # attached by the tracker, which set it
-            with self._lock:
-                self._loop = loop
-                self._install_hooks(loop)
-                state.parked = False
-            if loop.is_running() and asyncio._get_running_loop() is loop:
-                self._loop_started()
 
     _TestLoopMonitor.__name__ = _TestLoopMonitor.__qualname__ = "TestLoopMonitor"
     return _TestLoopMonitor
 
 
 class LoopTracker:
-    """Gives every loop that starts running a monitor, and keeps its stalls.
+    """Gives every loop run a monitor, and keeps the stalls.
 
     Args:
         monitor_class: the LoopMonitor class of the implementation in use.
@@ -153,15 +209,17 @@ class LoopTracker:
         self.resolution = resolution
         self.stall_threshold = stall_threshold
         self._cond = threading.Condition(threading.Lock())
-        self._attached: dict[Any, _MonitorState] = {}  # loop -> its monitor's state
-        self._parked: list[_MonitorState] = []
-        self._all: list[_MonitorState] = []  # every monitor not stopped
-        self._local = threading.local()
+        # Every monitor not stopped; replaced, never changed in place (under
+        # the lock), so settle() reads it without copying.
+        self._all: list[_MonitorState] = []
+        self._idle: list[_MonitorState] = []  # monitors no loop runs with now
+        self._local = threading.local()  # .state: the monitor of this thread's run
         self._original: Any = None
         self._hook: Any = None
         self.closing = False
         self.loops_watched = 0
         self.monitors_made = 0
+        self.runs_watched = 0
         self.hook_error: BaseException | None = None
 
     # -- the hook -----------------------------------------------------------
@@ -173,11 +231,15 @@ class LoopTracker:
         if self._original is not None:
             return
         original = asyncio.events._set_running_loop
+        started, stopped = self._run_started, self._run_stopped
 
         def _set_running_loop(loop: Any) -> None:
             original(loop)
             try:
-                self._on_running_loop(loop)
+                if loop is None:
+                    stopped()
+                else:
+                    started(loop)
             except Exception as exc:  # never break the tests' loops
                 if self.hook_error is None:
                     self.hook_error = exc
@@ -197,72 +259,91 @@ class LoopTracker:
         self.closing = True
         with self._cond:
             states, self._all = self._all, []
-            self._attached.clear()
-            self._parked.clear()
+            self._idle = []
         for state in states:
             state.monitor.stop()
 
-    def _on_running_loop(self, loop: Any) -> None:
-        if loop is None:
-            previous = getattr(self._local, "loop", None)
-            self._local.loop = None
-            state = self._attached.get(previous) if previous is not None else None
-            if state is not None and (state.outer_run or not _run_hooked(state.monitor)):
-                state.outer_run = False
-                state.monitor._loop_stopped()
-            return
-        self._local.loop = loop
-        state = self._attached.get(loop)
+    def _run_started(self, loop: Any) -> None:
+        """In the loop's thread, as `loop` starts running."""
+        local = self._local
+        if getattr(local, "state", None) is not None:
+            self._run_stopped()  # a run whose end was not seen
+        if self.closing or not loop.is_running():
+            return  # a loop set as running without running: nothing to watch
+        idle = self._idle
+        state: _MonitorState | None = None
+        while idle:
+            try:
+                state = idle.pop()  # the one this thread gave back last, normally
+            except IndexError:  # taken by another thread meanwhile
+                state = None
+                break
+            if state.monitor.running:  # (not when stopped by a fork)
+                break
+            state = None
         if state is None:
-            self._watch(loop)
-        elif state.monitor.running and not _run_hooked(state.monitor):
-            state.monitor._loop_started()
+            state = self._new_monitor(loop)
+            if state is None:
+                return
+        local.state = state
+        if state.loop is not loop:
+            self._bind(state, loop)
+        state.tick.start()  # heartbeat now, ticking, sampler resumed
+        self.runs_watched += 1
 
-    def _watch(self, loop: Any) -> None:
+    def _run_stopped(self) -> None:
+        """In the loop's thread, as its loop stops running."""
+        local = self._local
+        state = getattr(local, "state", None)
+        if state is None:
+            return
+        local.state = None
+        state.tick.stop()  # sampler paused
         if self.closing:
             return
-        self.loops_watched += 1
-        name = f"loop {self.loops_watched} ({type(loop).__module__}.{type(loop).__qualname__})"
+        idle = self._idle
+        if len(idle) < MAX_IDLE:
+            idle.append(state)
+        else:  # stopped for good; settle() forgets it
+            state.monitor._lw_tracker = None
+            state.monitor.stop()
+            state.monitor._lw_tracker = self
+
+    def _loop_name(self, loop: Any) -> str:
+        for other in self._all:
+            if other.loop is loop:  # a loop seen before, run by another monitor
+                return other.name
         with self._cond:
-            state = self._parked.pop() if self._parked else None
-            if state is not None:
-                state.name = name
-                self._attached[loop] = state
-        if state is not None:
-            state.outer_run = True
-            state.monitor._attach(loop)
-            return
+            self.loops_watched += 1
+            number = self.loops_watched
+        return f"loop {number} ({type(loop).__module__}.{type(loop).__qualname__})"
+
+    def _bind(self, state: _MonitorState, loop: Any) -> None:
+        """Move an idle monitor to `loop` (its tick disarmed): a new tick
+        on it; the sampler and reporter stay."""
+        monitor = state.monitor
+        name = self._loop_name(loop)
+        tick = _Tick(state.core, loop, monitor.resolution)
+        with monitor._lock:
+            monitor._loop, monitor._tick = loop, tick
+        state.loop, state.tick, state.name = loop, tick, name
+
+    def _new_monitor(self, loop: Any) -> _MonitorState | None:
+        name = self._loop_name(loop)
         monitor = self._monitor_class(loop, resolution=self.resolution,
                                       stall_threshold=self.stall_threshold)
-        self.monitors_made += 1
         state = _MonitorState(monitor)
-        state.name = name
-        state.outer_run = True
         monitor._lw_state = state
         monitor._lw_tracker = self
         monitor._stall_listeners.append(lambda report: self._on_report(state, report))
+        monitor.start()  # arms the tick: the loop runs in this thread
+        if not monitor.running:
+            return None
+        state.core, state.tick, state.loop, state.name = monitor._core, monitor._tick, loop, name
         with self._cond:
-            self._attached[loop] = state
-            self._all.append(state)
-        monitor.start()
-        if monitor.running:
-            monitor._loop_started()
-
-    def _on_parked(self, monitor: Any, loop: Any) -> None:
-        """Called by a monitor whose loop closed."""
-        state = monitor._lw_state
-        extra = None
-        with self._cond:
-            if self._attached.get(loop) is state:
-                del self._attached[loop]
-            if len(self._parked) < MAX_PARKED:
-                self._parked.append(state)
-            else:
-                extra = state
-        if extra is not None:  # stopped for good; settle() forgets it
-            extra.monitor._lw_tracker = None
-            extra.monitor.stop()
-            extra.monitor._lw_tracker = self
+            self._all = [*self._all, state]
+            self.monitors_made += 1
+        return state
 
     # -- the reporters' side ------------------------------------------------
     def _on_report(self, state: _MonitorState, report: Any) -> None:
@@ -285,7 +366,8 @@ class LoopTracker:
             if kind == END:
                 stall.duration = duration_ns / 1e9
                 stall.ended = True
-                state.handled = max(state.handled, stall_id)
+                if stall_id > state.handled:
+                    state.handled = stall_id
                 self._cond.notify_all()
 
     # -- the main thread's side ---------------------------------------------
@@ -296,43 +378,60 @@ class LoopTracker:
         in another thread) with its length so far. Each stall is handed out
         once; stalls that started before `since` and were not handed out
         yet (between two phases) are dropped. Monitors stopped for good
-        are forgotten here."""
-        deadline = time.monotonic() + SETTLE_TIMEOUT
+        are forgotten here.
+
+        Each sampler's stall counter is compared with the highest stall
+        whose end its reporter handled: equal (no stall since the last
+        phase, the usual case), nothing is waited for and, with no stall
+        kept either, nothing else is done."""
         found: list[Stall] = []
-        with self._cond:
-            for state in list(self._all):
-                monitor = state.monitor
-                while monitor.running:
-                    _sampling, loop_running, in_stall, stall_id = monitor._core.read_live()[:4]
-                    # A stall going on in a running loop is not waited for.
-                    target = stall_id - 1 if (in_stall and loop_running) else stall_id
-                    left = deadline - time.monotonic()
-                    if state.handled >= target or left <= 0:
-                        break
-                    # woken by the reporter's end of a stall; the timeout only
-                    # re-reads the sampler, which pauses and ends stalls itself
-                    self._cond.wait(min(left, 0.05 + 2 * self.resolution))
-                if state.stalls:
-                    now = time.monotonic()
-                    for stall_id, stall in list(state.stalls.items()):
-                        if not stall.ended:
-                            stall.duration = max(stall.duration, now - stall.started_at)
-                        del state.stalls[stall_id]
-                        if stall.started_at >= since:
-                            found.append(stall)
-                if not monitor.running:
-                    self._all.remove(state)
-        found.sort(key=lambda s: s.started_at)
+        stopped = False
+        for state in self._all:
+            if state.monitor.running:
+                # (sampling, loop running, in stall, stall id)
+                live = state.core.read_live()
+                # A stall going on in a running loop is not waited for.
+                target = live[3] - 1 if (live[2] and live[1]) else live[3]
+                if state.handled < target:
+                    self._wait_handled(state)
+            else:
+                stopped = True
+            if state.stalls:
+                self._take(state, since, found)
+        if stopped:
+            with self._cond:
+                self._all = [s for s in self._all if s.monitor.running]
+        if len(found) > 1:
+            found.sort(key=lambda s: s.started_at)
         return found
+
+    def _wait_handled(self, state: _MonitorState) -> None:
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        monitor = state.monitor
+        with self._cond:
+            while monitor.running:
+                _sampling, loop_running, in_stall, stall_id = state.core.read_live()[:4]
+                target = stall_id - 1 if (in_stall and loop_running) else stall_id
+                left = deadline - time.monotonic()
+                if state.handled >= target or left <= 0:
+                    break
+                # woken by the reporter's end of a stall; the timeout only
+                # re-reads the sampler, which pauses and ends stalls itself
+                self._cond.wait(min(left, 0.05 + 2 * self.resolution))
+
+    def _take(self, state: _MonitorState, since: float, found: list[Stall]) -> None:
+        with self._cond:
+            stalls, state.stalls = state.stalls, {}
+        now = time.monotonic()
+        for stall in stalls.values():
+            if not stall.ended:
+                stall.duration = max(stall.duration, now - stall.started_at)
+            if stall.started_at >= since:
+                found.append(stall)
 
     def running_monitors(self) -> int:
         with self._cond:
             return sum(1 for s in self._all if s.monitor.running)
-
-
-def _run_hooked(monitor: Any) -> bool:
-    """Whether the monitor follows its loop's runs through run_forever."""
-    return bool(monitor._follows_runs())
 
 
 def default_monitor_class() -> type:

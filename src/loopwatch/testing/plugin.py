@@ -26,6 +26,8 @@ import pytest
 
 from .summary import ATTRIBUTE, Summary
 
+_monotonic = time.monotonic
+
 __all__ = ["DEFAULT_REPORT_THRESHOLD", "stall_options"]
 
 MARKER = "loopwatch"
@@ -37,7 +39,6 @@ DEFAULT_REPORT_THRESHOLD = 0.1
 MIN_LIMIT = 0.001
 
 _ACTIVE = pytest.StashKey["_Active"]()
-_PHASE_STALLS = pytest.StashKey[dict[str, Any]]()
 _LIMIT = pytest.StashKey[tuple[Any, ...]]()
 
 
@@ -177,14 +178,24 @@ class _Active:
 
     def __init__(self, config: pytest.Config, tracker: Any, default: float | None,
                  source: str, late_for_uvloop: bool) -> None:
-        from .blame import FrameJudge
-
         self._config = config
         self.tracker = tracker
         self.default = default
         self.source = source
         self.late_for_uvloop = late_for_uvloop
-        self.judge = FrameJudge(config.rootpath)
+        self._judge: Any = None
+        # phase -> (item, its report's loopwatch data, failure message or
+        # None): from the phase's end to its report (the next hook call)
+        self._pending: dict[str, tuple[pytest.Item, dict[str, Any], str | None]] = {}
+
+    @property
+    def judge(self) -> Any:
+        """The FrameJudge, made at the first stall (it reads sysconfig)."""
+        if self._judge is None:
+            from .blame import FrameJudge
+
+            self._judge = FrameJudge(self._config.rootpath)
+        return self._judge
 
     def lower_threshold(self, smallest: float) -> None:
         resolution, threshold = stall_options(smallest)
@@ -203,53 +214,78 @@ class _Active:
         return known
 
     # -- the phases ---------------------------------------------------------
+    # Each phase's stalls are settled when it ends (failing it when one was
+    # over the limit) and handed to its report by pytest_runtest_makereport.
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        return (yield from self._phase(item, "setup"))
+        start = _monotonic()
+        try:
+            result = yield
+        except BaseException:
+            self._settle(item, "setup", start, True)
+            raise
+        self._settle(item, "setup", start, False)
+        return result
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        return (yield from self._phase(item, "call"))
+        start = _monotonic()
+        try:
+            result = yield
+        except BaseException:
+            self._settle(item, "call", start, True)
+            raise
+        self._settle(item, "call", start, False)
+        return result
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_teardown(self, item: pytest.Item,
                                 nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
-        return (yield from self._phase(item, "teardown"))
-
-    def _phase(self, item: pytest.Item, phase: str) -> Generator[None, Any, Any]:
-        from .blame import format_failure, where
-
-        start = time.monotonic()
+        start = _monotonic()
         try:
             result = yield
         except BaseException:
-            failed = True
+            self._settle(item, "teardown", start, True)
             raise
-        else:
-            failed = False
-            return result
-        finally:
-            stalls = self.tracker.settle(start)
-            limit, source = self.limit(item)
-            over = [s for s in stalls if limit is not None and s.duration > limit]
-            item.stash.setdefault(_PHASE_STALLS, {})[phase] = {
-                "limit": limit,
-                "stalls": [[s.duration, where(self.judge, s.stack) if s.stack
-                            else "(stack not captured)", limit is not None and s.duration > limit]
-                           for s in stalls],
-                "message": format_failure(self.judge, phase, limit, source, over, start)
-                           if over and limit is not None else None,
-            }
-            if over and not failed:
-                pytest.fail(item.stash[_PHASE_STALLS][phase]["message"], pytrace=False)
+        self._settle(item, "teardown", start, False)
+        return result
+
+    def _settle(self, item: pytest.Item, phase: str, start: float, failed: bool) -> None:
+        stalls = self.tracker.settle(start)
+        if not stalls:  # the usual case
+            known = item.stash.get(_LIMIT, None) or self.limit(item)
+            self._pending[phase] = (item, {"limit": known[0], "stalls": []}, None)
+            return
+        message = self._judge_phase(item, phase, start, stalls)
+        if message is not None and not failed:
+            pytest.fail(message, pytrace=False)
+
+    def _judge_phase(self, item: pytest.Item, phase: str, start: float,
+                     stalls: list[Any]) -> str | None:
+        """Keep the phase's stalls for its report; the failure message when
+        one was longer than the limit."""
+        from .blame import format_failure, where
+
+        limit, source = self.limit(item)
+        over = [s for s in stalls if limit is not None and s.duration > limit]
+        data = {
+            "limit": limit,
+            "stalls": [[s.duration, where(self.judge, s.stack) if s.stack
+                        else "(stack not captured)", limit is not None and s.duration > limit]
+                       for s in stalls],
+        }
+        message = (format_failure(self.judge, phase, limit, source, over, start)
+                   if over and limit is not None else None)
+        self._pending[phase] = (item, data, message)
+        return message
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item,
                                   call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
         report = yield
-        data = item.stash.get(_PHASE_STALLS, {}).pop(call.when, None)
-        if data is not None:
-            message = data.pop("message")
+        pending = self._pending.pop(call.when, None)
+        if pending is not None and pending[0] is item:
+            _item, data, message = pending
             setattr(report, ATTRIBUTE, data)
             if message and call.excinfo is not None and not (
                     call.excinfo.errisinstance(pytest.fail.Exception)
