@@ -25,13 +25,21 @@ pytestmark = pytest.mark.integration
 
 WAIT = 20.0  # seconds any one expected line may take on a loaded machine
 
+# Signals a test sends get their default disposition in the child, whatever
+# this process inherited: under nohup SIGHUP is ignored, and an ignored
+# disposition survives exec, so a plain program would not end by it either.
+_DEFAULT_SIGNALS = ("import os, signal, sys\n"
+                    "for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):\n"
+                    "    signal.signal(s, signal.SIG_DFL)\n"
+                    "os.execvp(sys.argv[1], sys.argv[1:])\n")
+
 
 class Proc:
     """A process whose stdout and stderr lines are collected by threads."""
 
     def __init__(self, args, cwd, env=None):
         self.popen = subprocess.Popen(
-            args, cwd=cwd, env=dict(os.environ, **(env or {})), text=True,
+            [sys.executable, "-c", _DEFAULT_SIGNALS, *args], cwd=cwd, env=dict(os.environ, **(env or {})), text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         self.pid = self.popen.pid
         self.out: list[str] = []
