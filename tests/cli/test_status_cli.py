@@ -29,7 +29,14 @@ def blocked_target(runtime_dir):
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
     assert proc.stdout.readline().startswith("READY")
     assert proc.stdout.readline().startswith("BLOCKING")
-    time.sleep(0.3)
+    # Wait for the stall to be shown with its frame (an event, not a sleep:
+    # on a loaded machine the reporter may take longer than any fixed pause).
+    from loopwatch import query_status
+
+    deadline = time.monotonic() + 4.0  # the block lasts 6 s
+    while "block_in_python" not in json.dumps(query_status(proc.pid, timeout=2.0)):
+        assert time.monotonic() < deadline, "the stall's frame was never published"
+        time.sleep(0.02)
     yield proc
     proc.kill()
     proc.communicate(timeout=30)
