@@ -553,7 +553,9 @@ class Demo:
             "max_ms": round(max(lat), 3) if lat else None,
             "showed_stall_with_frame": len(shown),
             "ghost_listed": sum(1 for a in good if a["ghost_listed"]),
-            "blocking_frame": frames[0] if frames else None,
+            # a frame with its place (from Python) before the native thread's
+            # name-only reading, which answers when the GIL was busy
+            "blocking_frame": min(frames, key=lambda f: (" at " not in f, f)) if frames else None,
             "cli_calls": len(cli), "cli_answered": sum(1 for a in cli if a["ok"]),
             "cli_showed_stall_with_frame": sum(1 for a in cli if a["ok"] and a["stall_shown"]
                                                and a.get("function") == self.block_function),
