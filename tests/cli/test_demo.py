@@ -30,7 +30,9 @@ def _socket_folder_pids() -> set[str]:
 
 
 @pytest.mark.timeout(240)
-def test_demo_replays_the_report_and_loopwatch_catches_every_part(tmp_path):
+def test_demo_replays_the_report_and_loopwatch_catches_every_part(tmp_path, runtime_dir):
+    # a private socket folder: what is left in it is the demo's alone, not
+    # another process's that happens to serve status meanwhile
     sockets_before = _socket_folder_pids()
     env = dict(os.environ, TMPDIR=str(tmp_path))
     proc = subprocess.run([sys.executable, "-m", "loopwatch", "demo", "--fast", "--json"],
