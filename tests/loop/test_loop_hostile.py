@@ -289,27 +289,65 @@ def test_whatever_on_stall_does_every_started_gets_its_ended(impl, loop, action,
             assert time.monotonic() < deadline, f"no event after {stalls.events}"
         longest.append(monitor.snapshot(reset_interval=False).total.longest_stall)
 
-    def one_stall(number: int) -> None:
-        if not monitor.running:
-            monitor.start()
-        assert wait_until(lambda: monitor.snapshot(reset_interval=False).total.delay.count > 0)
-        release = threading.Event()
-        stalls.started.clear()
-        stalls.ended.clear()
-        loop.call_soon_threadsafe(release.wait, 30)  # blocks the loop until released
-        watch_until(stalls.started)
-        assert len(stalls.of_kind("started")) == number
-        release.set()
-        watch_until(stalls.ended)
-        # the loop is idle again: nothing left over from the stall
-        stats = monitor.snapshot(reset_interval=False)
-        assert not stats.stalled
-        longest.append(stats.total.longest_stall)
+    def settle() -> None:
+        """Waits until every stall reported so far has ended."""
+        deadline = time.monotonic() + 20.0
+        while True:
+            with stalls._lock:
+                ids = [(e.kind, e.stall_id) for e in stalls.events]
+            if all(("ended", i) in ids for kind, i in ids if kind == "started"):
+                return
+            assert time.monotonic() < deadline, f"stall never ended: {ids}"
+            time.sleep(0.002)
+
+    def one_stall() -> None:
+        """Blocks the loop until its stall is reported, then releases it.
+
+        A loaded machine can stall the loop on its own before the block
+        begins (the threshold is 30 ms); such a round is redone, so the
+        stall examined is the one this block caused."""
+        for _attempt in range(5):
+            if not monitor.running:
+                monitor.start()
+            assert wait_until(lambda: monitor.snapshot(reset_interval=False).total.delay.count > 0)
+            entered, release = threading.Event(), threading.Event()
+            entered_at = []
+
+            def block() -> None:
+                entered_at.append(time.monotonic())
+                entered.set()
+                release.wait(30)
+
+            seen = len(stalls.events)
+            loop.call_soon_threadsafe(block)
+            assert entered.wait(20)
+            deadline = time.monotonic() + 20.0
+            ours = None
+            while ours is None and monitor.running:
+                with stalls._lock:
+                    new = [e for e in stalls.events[seen:] if e.kind == "started"]
+                ours = next((e for e in new if e.detected_at >= entered_at[0]), None)
+                longest.append(monitor.snapshot(reset_interval=False).total.longest_stall)
+                assert time.monotonic() < deadline, f"no event after {stalls.events}"
+                time.sleep(0.002)
+            if ours is None:  # a stall before the block stopped the monitor
+                with stalls._lock:
+                    new = [e for e in stalls.events[seen:] if e.kind == "started"]
+                ours = next((e for e in new if e.detected_at >= entered_at[0]), None)
+            release.set()
+            settle()
+            # the loop is idle again: nothing left over from the stall
+            stats = monitor.snapshot(reset_interval=False)
+            assert not stats.stalled
+            longest.append(stats.total.longest_stall)
+            if ours is not None:
+                return
+        pytest.fail(f"the loop never stalled on its own block: {stalls.events}")
 
     try:
         monitor.start()
-        one_stall(1)
-        one_stall(2)  # the reporter survived whatever on_stall did
+        one_stall()
+        one_stall()  # the reporter survived whatever on_stall did
         monitor.stop()
         final = monitor.snapshot()
     finally:
@@ -321,11 +359,11 @@ def test_whatever_on_stall_does_every_started_gets_its_ended(impl, loop, action,
     assert all(count == 1 for count in counts.values()), kinds
     started = [i for kind, i in kinds if kind == "started"]
     ended = [i for kind, i in kinds if kind == "ended"]
-    assert len(started) == 2 and sorted(started) == sorted(ended), kinds
+    assert len(started) >= 2 and sorted(started) == sorted(ended), kinds
     for stall_id in started:
         assert kinds.index(("started", stall_id)) < kinds.index(("ended", stall_id)), kinds
-    assert not final.stalled and final.total.stall_count == 2
+    assert not final.stalled and final.total.stall_count == len(started)
     assert all(a <= b for a, b in zip(longest, longest[1:])), longest
     assert final.total.longest_stall >= longest[-1] >= 0.03
     if action.startswith("raise"):
-        assert sum("on_stall raised" in r.getMessage() for r in caplog.records) == 4
+        assert sum("on_stall raised" in r.getMessage() for r in caplog.records) == 2 * len(started)
