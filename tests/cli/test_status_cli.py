@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -55,6 +56,41 @@ def test_status_of_one_process_while_its_loop_is_blocked(blocked_target):
     as_json = _loopwatch("status", str(pid), "--json")
     doc = json.loads(as_json.stdout)
     assert doc["pid"] == pid and doc["live"]["loops"][0]["stalled"] is True
+
+
+@pytest.mark.native_only
+def test_a_native_stall_names_its_frame_as_a_python_stall_does(runtime_dir):
+    """A C call holding the GIL: only the native thread answers, and the
+    stack it reads is shown in the same ``f() at file:line`` form."""
+    proc = subprocess.Popen([sys.executable, TARGET, "asyncio", "native", "4"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env={**os.environ, **impl_env("native")})
+    try:
+        assert proc.stdout.readline().startswith("READY")
+        assert proc.stdout.readline().startswith("BLOCKING")
+        from loopwatch import query_status
+
+        deadline = time.monotonic() + 3.0  # the block lasts 4 s
+        while not query_status(proc.pid, timeout=2.0)["live"]["loops"][0].get("stack_text"):
+            if time.monotonic() > deadline:
+                pytest.skip("no native stack dumper on this build")
+            time.sleep(0.02)
+        out = _loopwatch("status", str(proc.pid)).stdout
+        assert "read without the GIL" in out
+        assert re.search(r"block_in_native\(\) at \S*status_target\.py:\d+", out), out
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+
+
+def test_a_dumped_frame_line_reads_like_a_published_one():
+    from loopwatch.cli.status import _faulthandler_frame
+
+    assert _faulthandler_frame('  File "/srv/app.py", line 12 in handler') == "handler() at /srv/app.py:12"
+    escaped = _faulthandler_frame('  File "x\x1b[2J.py", line ??? in f')
+    assert escaped.startswith("f() at ") and "\x1b" not in escaped and "\\x1b" in escaped
+    assert _faulthandler_frame("  <truncated rest of calls>") == "<truncated rest of calls>"
 
 
 def test_status_lists_every_watched_process(blocked_target, runtime_dir):
@@ -123,3 +159,20 @@ def test_loopwatch_run_serves_status_unless_told_not_to(impl, runtime_dir, tmp_p
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == ("NONE no_socket" if no_status else "ANSWER True 1")
     assert os.listdir(runtime_dir / "loopwatch") == [] if (runtime_dir / "loopwatch").exists() else True
+
+
+def test_a_loop_only_the_sampler_knows_is_shown_with_its_stall():
+    """The Python part was published before the loop was added and no Python
+    code ran since: the report still shows the loop from the live figures."""
+    from loopwatch.cli.status import format_process
+
+    doc = {"pid": 7, "argv": ["app.py"], "served_by": "native", "published_age_s": 3.0,
+           "loops": [], "live": {"python_answered": False, "loops": [{
+               "id": 1, "name": "MainThread", "heartbeat_age_s": 2.5, "stalled": True,
+               "stall_id": 4, "stall_so_far_s": 2.4,
+               "stack_text": 'Stack (most recent call first):\n  File "/srv/app.py", line 9 in spin\n'}]}}
+    out = format_process(doc)
+    assert "no loop watched" not in out
+    assert "loop 1: MainThread (heartbeat 2.50 s ago)" in out
+    assert "STALLED NOW: stall #4 for 2.40 s so far" in out
+    assert "spin() at /srv/app.py:9" in out

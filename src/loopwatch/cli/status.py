@@ -8,6 +8,7 @@ their event loop is blocked.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -152,20 +153,22 @@ def format_process(doc: dict[str, Any], answered_in: float | None = None) -> str
         now = live.get(loop["id"], {})
         current = loop.get("current_stall")
         if now.get("stalled"):
-            lines.append(f"    STALLED NOW: stall #{now.get('stall_id')} for "
-                         f"{now.get('stall_so_far_s', 0):.2f} s so far")
-            if now.get("stack_text"):
-                lines.append("    stack read without the GIL (most recent call first):")
-                lines += ["      " + printable(s, 300).strip()
-                          for s in now["stack_text"].splitlines()[1:13]]
-            elif current and current.get("stall_id") == now.get("stall_id"):
-                lines += _stack_lines(current)
-            elif now.get("stack_error"):
-                lines.append(f"    stack: {now['stack_error']}")
+            lines += _live_stall_lines(now, current)
         elif current and not live:
             lines.append(f"    STALLED NOW: stall #{current['stall_id']} for "
                          f"{current['so_far_s']:.2f} s so far")
             lines += _stack_lines(current)
+    # Loops the Python part does not list yet (it was published before they
+    # were added, and no Python code could run since): what the samplers know.
+    published = {loop["id"] for loop in loops}
+    for loop_id, now in sorted(live.items()):
+        if loop_id in published:
+            continue
+        lines.append("")
+        lines.append(f"  loop {loop_id}: {printable(now.get('name'))} "
+                     f"(heartbeat {now.get('heartbeat_age_s', 0):.2f} s ago)")
+        if now.get("stalled"):
+            lines += _live_stall_lines(now, None)
     sessions = doc.get("sessions")
     if sessions:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(sessions["counts"].items()) if v)
@@ -187,6 +190,36 @@ def format_process(doc: dict[str, Any], answered_in: float | None = None) -> str
         lines.append(f"  last liveness line ({liveness.get('age_s', 0):.1f} s ago): "
                      f"{liveness.get('line')}")
     return "\n".join(lines)
+
+
+def _live_stall_lines(now: dict[str, Any], current: dict[str, Any] | None) -> list[str]:
+    """The stall going on, from the sampler's live figures, with the stack
+    read without the GIL or else the one the Python reporter took."""
+    lines = [f"    STALLED NOW: stall #{now.get('stall_id')} for "
+             f"{now.get('stall_so_far_s', 0):.2f} s so far"]
+    if now.get("stack_text"):
+        lines.append("    blocked in (innermost first, read without the GIL):")
+        lines += ["      " + _faulthandler_frame(s)
+                  for s in now["stack_text"].splitlines()[1:13]]
+    elif current and current.get("stall_id") == now.get("stall_id"):
+        lines += _stack_lines(current)
+    elif now.get("stack_error"):
+        lines.append(f"    stack: {printable(now['stack_error'])}")
+    return lines
+
+
+# One frame of a faulthandler dump: '  File "app.py", line 12 in handler'.
+_DUMPED_FRAME = re.compile(r'^\s*File "(?P<file>.*)", line (?P<line>\d+|\?\?\?) in (?P<function>.*)$')
+
+
+def _faulthandler_frame(text: str) -> str:
+    """A frame the native thread dumped, in the same ``f() at file:line``
+    form as the frames Python publishes (other lines kept as they are)."""
+    match = _DUMPED_FRAME.match(text)
+    if match is None:
+        return printable(text, 300).strip()
+    return (f"{printable(match['function'], 100)}() at "
+            f"{printable(match['file'], 200)}:{match['line']}")
 
 
 def _stack_lines(current: dict[str, Any]) -> list[str]:

@@ -98,10 +98,15 @@ class StatusServer:
 
     @property
     def running(self) -> bool:
+        """Whether the socket is served (between start and stop)."""
         return self._core is not None
 
     # -- start / stop -------------------------------------------------------
     def start(self) -> StatusServer:
+        """Bind the socket (0600, in the user's 0700 status folder) and
+        start answering; returns self. Starting a running server does
+        nothing. Raises StatusFolderError for an unsafe folder, OSError
+        when the socket cannot be bound."""
         with self._lock:
             if self._core is not None:
                 return self
@@ -224,9 +229,12 @@ class StatusServer:
             monitor._stall_listeners.append(self._acknowledger(loop_id))
             if self._core is not None:
                 self._attach_live(loop_id, monitor, name)
-            return loop_id
+        self._republish()
+        return loop_id
 
     def remove_monitor(self, loop_id: int) -> None:
+        """Stop serving the loop that add_monitor returned this id for
+        (an unknown id is ignored)."""
         with self._lock:
             entry = self._loops.pop(loop_id, None)
             if self._core is not None:
@@ -236,6 +244,14 @@ class StatusServer:
             for fn in list(listeners):
                 if getattr(fn, "_loopwatch_loop_id", None) == loop_id:
                     listeners.remove(fn)
+            self._republish()
+
+    def _republish(self) -> None:
+        """A new Python part now that the sources changed: a native stall
+        that begins before any client asked is then served with them."""
+        core = self._core
+        if core is not None:
+            self._publish(core)
 
     def _acknowledger(self, loop_id: int) -> Any:
         def ack(report: Any) -> None:
@@ -261,14 +277,20 @@ class StatusServer:
             pass
 
     def add_registry(self, registry: Any) -> None:
-        with self._lock:
-            if registry not in self._registries:
-                self._registries.append(registry)
-
-    def remove_registry(self, registry: Any) -> None:
+        """Serve a SessionRegistry's counts and stuck sessions."""
         with self._lock:
             if registry in self._registries:
-                self._registries.remove(registry)
+                return
+            self._registries.append(registry)
+        self._republish()
+
+    def remove_registry(self, registry: Any) -> None:
+        """Stop serving a registry (one not served is ignored)."""
+        with self._lock:
+            if registry not in self._registries:
+                return
+            self._registries.remove(registry)
+        self._republish()
 
     def set_liveness(self, record: dict[str, Any]) -> None:
         """The last liveness line and its fields."""
