@@ -8,19 +8,21 @@ readable, no thread, loop hooks removed); new monitors work in the child.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import traceback
+import warnings
 
 import pytest
 
 from loop_support import (
     REPO,
-    LoopThread,
     Stalls,
     impl_env,
     new_loop,
@@ -60,37 +62,83 @@ def _mp_child(impl_name: str, kind: str, monitor, queue) -> None:
     from loopwatch._selector import load_implementation
 
     try:
+        asyncio.events._set_running_loop(None)  # forked from inside the parent's loop
         _child_checks(load_implementation(impl_name), kind, monitor)
         queue.put("ok")
     except BaseException:
         queue.put(traceback.format_exc())
 
 
+def _other_threads() -> list[str]:
+    """The OS threads of this process that are neither this one nor
+    loopwatch's (its Python threads by native id, its native ones by name)."""
+    from loopwatch._forking import NATIVE_THREAD_NAMES
+
+    ours = {threading.get_native_id()} | {
+        t.native_id for t in threading.enumerate() if t.name.startswith("loopwatch-")}
+    others = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                name = f.read().strip()
+        except OSError:  # gone meanwhile
+            continue
+        if int(task) not in ours and name not in NATIVE_THREAD_NAMES:
+            others.append(f"{task}:{name}")
+    return others
+
+
+def _fork_from_the_loop(loop, monitor, fork):
+    """Runs the loop in this thread and calls fork() from one of its
+    callbacks, as an application forks, with the monitor running; returns
+    fork's result and the fork DeprecationWarnings it raised. Only
+    loopwatch's threads may run beside this one, and they pause across the
+    fork, so CPython 3.12+ must see a single-threaded process."""
+    async def main():
+        assert wait_until(lambda: not _other_threads(), timeout=10), _other_threads()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = fork()
+        before = monitor.snapshot(reset_interval=False).total.sample_count
+        deadline = time.monotonic() + 10
+        while monitor.snapshot(reset_interval=False).total.sample_count <= before:
+            assert time.monotonic() < deadline, "the parent's monitor stopped sampling"
+            await asyncio.sleep(0.005)
+        return result, [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+
+    return loop.run_until_complete(main())
+
+
 @pytest.fixture
 def running_monitor(impl, loop_kind):
     loop = new_loop(loop_kind)
-    runner = LoopThread(loop)
     monitor = impl.LoopMonitor(loop, resolution=0.005).start()
-    assert wait_until(lambda: monitor.snapshot(reset_interval=False).total.sample_count > 5)
+    run_for(loop, 0.05)
+    assert monitor.snapshot(reset_interval=False).total.sample_count > 0
     yield monitor
     monitor.stop()
-    runner.stop()
     loop.close()
 
 
 def test_os_fork_child_gets_a_cleanly_stopped_monitor(impl, loop_kind, running_monitor):
     read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 1
-        try:
-            os.close(read_end)
-            _child_checks(impl, loop_kind, running_monitor)
-            code = 0
-        except BaseException:
-            os.write(write_end, traceback.format_exc().encode())
-        finally:
-            os._exit(code)
+
+    def fork() -> int:
+        pid = os.fork()
+        if pid == 0:  # child: never return into pytest
+            code = 1
+            try:
+                os.close(read_end)
+                asyncio.events._set_running_loop(None)
+                _child_checks(impl, loop_kind, running_monitor)
+                code = 0
+            except BaseException:
+                os.write(write_end, traceback.format_exc().encode())
+            finally:
+                os._exit(code)
+        return pid
+
+    pid, fork_warnings = _fork_from_the_loop(running_monitor.loop, running_monitor, fork)
     os.close(write_end)
     deadline = time.monotonic() + 60
     status = None
@@ -106,10 +154,8 @@ def test_os_fork_child_gets_a_cleanly_stopped_monitor(impl, loop_kind, running_m
     with os.fdopen(read_end, "rb") as pipe:
         message = pipe.read().decode()
     assert os.waitstatus_to_exitcode(status) == 0, message
-    # the parent's monitor goes on sampling
+    assert fork_warnings == []  # loopwatch's threads were paused across the fork
     assert running_monitor.running
-    before = running_monitor.snapshot().total.sample_count
-    assert wait_until(lambda: running_monitor.snapshot().total.sample_count > before)
 
 
 def test_multiprocessing_fork_child_gets_a_cleanly_stopped_monitor(impl, loop_kind,
@@ -117,11 +163,12 @@ def test_multiprocessing_fork_child_gets_a_cleanly_stopped_monitor(impl, loop_ki
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     child = ctx.Process(target=_mp_child, args=(impl.name, loop_kind, running_monitor, queue))
-    child.start()
+    _, fork_warnings = _fork_from_the_loop(running_monitor.loop, running_monitor, child.start)
     result = queue.get(timeout=60)
     child.join(30)
     assert result == "ok", result
     assert child.exitcode == 0
+    assert fork_warnings == []
     assert running_monitor.running
 
 
