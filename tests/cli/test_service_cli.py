@@ -400,6 +400,71 @@ def test_uvicorn_workers_each_report_and_summarize(tmp_path, start):
     assert code == plain.finish(), watched.text()
 
 
+def _sockets(tmp_path):
+    folder = tmp_path / "loopwatch"
+    return sorted(int(p.name[:-5]) for p in folder.glob("*.sock")) if folder.is_dir() else []
+
+
+@pytest.mark.timeout(90)
+def test_uvicorn_workers_each_answer_status_while_one_is_blocked(tmp_path, start):
+    """Under `loopwatch run`, every worker serves its own status socket: an
+    operator asks the blocked worker and gets its stall and frame."""
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    (tmp_path / "app.py").write_text(APP)
+    args = ["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", "0", "--workers", "2"]
+    watched = start([sys.executable, "-m", "loopwatch", "run", "--stall-threshold", "0.05", *args])
+    port = _port(watched, UVICORN_PORT)
+    watched.stderr_match(r"Application startup complete", count=2)
+    deadline = time.monotonic() + WAIT
+    while len(_sockets(tmp_path)) < 3:  # the top process and both workers
+        assert time.monotonic() < deadline, (_sockets(tmp_path), watched.text())
+        time.sleep(0.02)
+    workers = set(_sockets(tmp_path)) - {watched.pid}
+    assert len(workers) == 2
+
+    answers: list[str] = []
+    blocker = threading.Thread(target=lambda: answers.append(_get(port, "/block?s=4", 30)))
+    blocker.start()
+    (m,) = watched.stderr_match(stall_line(r"(\d+)", "legacy_lookup"))[:1]
+    blocked = int(m.group(1))
+    assert blocked in workers
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
+    one = subprocess.run([sys.executable, "-m", "loopwatch", "status", str(blocked)],
+                         capture_output=True, text=True, timeout=30, env=env)
+    listing = subprocess.run([sys.executable, "-m", "loopwatch", "status"],
+                             capture_output=True, text=True, timeout=30, env=env)
+    blocker.join(WAIT)
+    assert answers == [str(blocked)]
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.startswith(f"process {blocked}: ")
+    assert "STALLED NOW: stall #" in one.stdout
+    assert "legacy_lookup() at" in one.stdout, one.stdout
+    rows = {int(r.split()[0]): r for r in listing.stdout.splitlines()[1:]}
+    assert set(rows) == workers | {watched.pid}, listing.stdout
+    assert " yes," in rows[blocked]
+
+    watched.popen.send_signal(signal.SIGTERM)
+    watched.finish()
+    assert _sockets(tmp_path) == []  # every process removed its own socket
+
+
+@pytest.mark.timeout(60)
+def test_no_status_reaches_the_workers(tmp_path, start):
+    """--no-status: no process of the service serves status."""
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    (tmp_path / "app.py").write_text(APP)
+    args = ["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", "0", "--workers", "2"]
+    watched = start(loopwatch_run("--stall-threshold", "0.05", *args))
+    port = _port(watched, UVICORN_PORT)
+    watched.stderr_match(r"Application startup complete", count=2)
+    _hit_every_worker(watched, port, 2)  # both workers' loops are watched
+    assert _sockets(tmp_path) == []
+    watched.popen.send_signal(signal.SIGTERM)
+    watched.finish()
+
+
 @pytest.mark.timeout(60)
 def test_gunicorn_uvicorn_workers(tmp_path, start):
     pytest.importorskip("gunicorn")
@@ -449,11 +514,12 @@ def test_child_environment_is_documented_json():
     from loopwatch.cli import process
 
     env = process.child_environment({"resolution": 0.005, "stall_threshold": 0.05,
-                                     "capture_stack": False, "summary_file": "s-{pid}.txt"},
+                                     "capture_stack": False, "summary_file": "s-{pid}.txt",
+                                     "status": False},
                                     {"PYTHONPATH": "/x"})
     assert env["LOOPWATCH_RUN"] == "1"
     assert json.loads(env["LOOPWATCH_RUN_OPTIONS"]) == {
         "resolution": 0.005, "stall_threshold": 0.05, "capture_stack": False,
-        "summary_file": os.path.abspath("s-{pid}.txt")}
+        "summary_file": os.path.abspath("s-{pid}.txt"), "status": False}
     assert env["PYTHONPATH"] == os.pathsep.join([process.BOOTSTRAP_DIR, "/x"])
     assert os.path.isfile(os.path.join(process.BOOTSTRAP_DIR, "sitecustomize.py"))

@@ -200,10 +200,8 @@ def run(argv: Sequence[str]) -> int:
         return 2
 
     def on_watch(name: str, monitor: Any) -> None:
-        if os.getpid() != top_pid:  # a forked child: the status and exporters are the top's
+        if os.getpid() != top_pid:  # a forked child: the exporters are the top's
             return
-        if server is not None:
-            server.add_monitor(monitor, name)
         exporters.add_monitor(monitor)
 
     def release_services() -> None:
@@ -217,8 +215,10 @@ def run(argv: Sequence[str]) -> int:
 
     top_pid = os.getpid()
     options = {key: parsed[key] for key in ("resolution", "stall_threshold", "capture_stack",
-                                            "summary_file")}
-    watch = process.ProcessWatch(options, on_watch, top=True).start()
+                                            "summary_file", "status")}
+    # A refused status (said above) is not tried again, here or in children.
+    options["status"] = server is not None
+    watch = process.ProcessWatch(options, on_watch, top=True, status_server=server).start()
     watch.before_abrupt_exit.append(release_services)
     watcher = watch.watcher
     # Every Python process the program starts is watched the same way.

@@ -19,7 +19,10 @@ imports that ``sitecustomize`` at startup, which calls
 :func:`start_from_environment` and then runs the next ``sitecustomize`` on
 ``sys.path``, if any. Forked children inherit the parent's watch: the
 parent's loops are forgotten at the fork, the child's own are numbered
-from 1 and summarized under the child's pid.
+from 1 and summarized under the child's pid. Each process with a watched
+loop serves its own status socket (its pid's), so ``loopwatch status``
+lists every worker; the exporters (Prometheus, .hlog) are the top
+process's only.
 
 Signals: for each of SIGTERM, SIGINT and SIGHUP whose disposition is the
 default (SIG_DFL), a Python handler stands in for it. When the signal
@@ -54,7 +57,8 @@ BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootst
 #: "1" in every process started under ``loopwatch run``.
 ENV_RUN = "LOOPWATCH_RUN"
 #: The run options, JSON: resolution, stall_threshold (seconds), capture_stack
-#: (bool), summary_file (a path with {pid}, or null).
+#: (bool), summary_file (a path with {pid}, or null), status (bool: serve
+#: ``loopwatch status`` in each process).
 ENV_OPTIONS = "LOOPWATCH_RUN_OPTIONS"
 
 WATCHED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP")
@@ -76,15 +80,22 @@ class ProcessWatch:
     """Everything ``loopwatch run`` keeps in one process.
 
     Args:
-        options: resolution, stall_threshold, capture_stack, summary_file.
+        options: resolution, stall_threshold, capture_stack, summary_file,
+            and status (serve ``loopwatch status`` in this process; the
+            default True).
         on_watch: called with (name, monitor) for each new loop (the top
-            process serves status and exports this way).
+            process exports this way).
         top: the ``loopwatch run`` process itself, which says "no event
             loop ran" when none did (other processes print nothing then).
+        status_server: the top process's status server, acquired before
+            the program runs; other processes acquire their own when their
+            first loop runs (a forked child's socket is its own, never
+            the parent's).
     """
 
     def __init__(self, options: dict[str, Any],
-                 on_watch: Callable[[str, Any], Any] | None = None, top: bool = False) -> None:
+                 on_watch: Callable[[str, Any], Any] | None = None, top: bool = False,
+                 status_server: Any = None) -> None:
         from .run import LoopWatcher
 
         self.options = options
@@ -96,8 +107,42 @@ class ProcessWatch:
         self.before_abrupt_exit: list[Callable[[], Any]] = []
         self._printed = False
         self._print_lock = threading.Lock()
-        self.watcher = LoopWatcher(self._monitor_for, on_watch)
+        self._on_watch = on_watch
+        self._status_server = status_server
+        self._status_refused = False
+        self.watcher = LoopWatcher(self._monitor_for, self._on_new_loop)
         self._handler: logging.Handler | None = None
+
+    def _on_new_loop(self, name: str, monitor: Any) -> None:
+        """In the new loop's thread: serve it in status, then on_watch."""
+        if self.options.get("status", True):
+            server = self._status_server or self._acquire_status()
+            if server is not None:
+                server.add_monitor(monitor, name)
+        if self._on_watch is not None:
+            self._on_watch(name, monitor)
+
+    def _acquire_status(self) -> Any:
+        """This process's own status server, once (a refusal is said once)."""
+        if self._status_refused:
+            return None
+        from ..status import server as status_server
+        from ..status.paths import StatusFolderError
+
+        try:
+            server = status_server.acquire(stall_lines=True)
+        except (StatusFolderError, OSError) as exc:
+            self._status_refused = True
+            try:
+                sys.stderr.write(f"loopwatch[pid {os.getpid()}]: status not served: {exc}\n")
+            except (OSError, ValueError, AttributeError):
+                pass
+            return None
+        self._status_server = server
+        # a normal exit stops it (status.server's atexit); os._exit and a
+        # signal's default action would leave the socket behind
+        self.before_abrupt_exit.append(server.stop)
+        return server
 
     def _monitor_for(self, loop: Any) -> Any:
         import loopwatch
@@ -208,6 +253,9 @@ class ProcessWatch:
         self.top = False
         self.pid = os.getpid()
         self.before_abrupt_exit = []
+        self._on_watch = None  # the parent's exporters stay the parent's
+        self._status_server = None  # the parent's socket is not this process's
+        self._status_refused = False
 
 
 # -- process-wide hooks, installed once, acting for the current watch ---------
@@ -304,6 +352,7 @@ def child_environment(options: dict[str, Any], environ: dict[str, str] | None = 
             "stall_threshold": options["stall_threshold"],
             "capture_stack": options["capture_stack"],
             "summary_file": os.path.abspath(summary_file) if summary_file else None,
+            "status": bool(options.get("status", True)),
         }),
         "PYTHONPATH": os.pathsep.join([BOOTSTRAP_DIR, *parts]),
     }
@@ -323,9 +372,12 @@ def start_from_environment() -> ProcessWatch | None:
         "stall_threshold": raw.get("stall_threshold", 0.1),
         "capture_stack": raw.get("capture_stack", True),
         "summary_file": raw.get("summary_file"),
+        "status": raw.get("status", True),
     }
     validate_options(options["resolution"], options["stall_threshold"], None,
                      options["capture_stack"])
     if options["summary_file"] is not None and not isinstance(options["summary_file"], str):
         raise TypeError("summary_file must be a path or null")
+    if not isinstance(options["status"], bool):
+        raise TypeError("status must be true or false")
     return ProcessWatch(options).start()
