@@ -24,13 +24,14 @@
 #define LW_STATUS_WRITE_NS 200000000 /* a client that does not read: dropped after 200 ms */
 #define LW_STATUS_WATCH_MS 25        /* watchdog period while stall lines are on */
 #define LW_STATUS_STACK_MAX 32768    /* bytes of a stack dump kept */
-#define LW_STATUS_NAME_MAX 64
+#define LW_STATUS_NAME_MAX 256    /* bytes of a loop name or line prefix kept */
 
 typedef struct status_loop {
     int64_t id;
     const lw_loop *loop;
     void *thread_state;
     char name[LW_STATUS_NAME_MAX];
+    char line_prefix[LW_STATUS_NAME_MAX]; /* the watchdog line's; "" for the default */
     int64_t acked_stall; /* the reporter has reported this stall */
     int64_t lined_stall; /* the watchdog has written a line for this stall */
 } status_loop;
@@ -298,7 +299,7 @@ int lw_status_start(lw_status *s)
 {
     int err;
     pthread_mutex_lock(&s->mutex);
-    if (s->dead || s->listen_fd < 0) {
+    if (s->dead || s->wake[0] < 0) {
         pthread_mutex_unlock(&s->mutex);
         return EBADF;
     }
@@ -377,7 +378,7 @@ static status_loop *find_loop(lw_status *s, int64_t id)
 }
 
 int lw_status_add_loop(lw_status *s, int64_t id, const lw_loop *loop, void *thread_state,
-                       const char *name)
+                       const char *name, const char *line_prefix)
 {
     status_loop *l;
     int err = 0;
@@ -402,6 +403,7 @@ int lw_status_add_loop(lw_status *s, int64_t id, const lw_loop *loop, void *thre
         l->loop = loop;
         l->thread_state = thread_state;
         snprintf(l->name, sizeof l->name, "%s", name ? name : "");
+        snprintf(l->line_prefix, sizeof l->line_prefix, "%s", line_prefix ? line_prefix : "");
         if (s->wake[1] >= 0)
             (void)!write(s->wake[1], &one, 1);
     }
@@ -605,7 +607,9 @@ static void watchdog(lw_status *s)
     for (i = 0; i < s->nloops; i++) {
         status_loop *l = &s->loops[i];
         lw_loop_live live;
-        char name[LW_STATUS_NAME_MAX * 4 + 1], line[512];
+        char name[LW_STATUS_NAME_MAX * 4 + 1], prefix[LW_STATUS_NAME_MAX * 4 + 1];
+        char line[2 * LW_STATUS_NAME_MAX * 4 + 512];
+        double so_far, threshold;
         int n;
         lw_loop_read_live(l->loop, &live);
         if (!live.running || !live.in_stall || live.stall_id <= l->acked_stall
@@ -614,13 +618,26 @@ static void watchdog(lw_status *s)
         if (now - live.stall_started_ns < live.threshold_ns + s->stall_grace_ns)
             continue;
         l->lined_stall = live.stall_id;
-        printable(name, sizeof name, l->name);
-        n = snprintf(line, sizeof line,
-                     "loopwatch: stall #%lld on %s (pid %d) going on for %.2f s; no Python code "
-                     "has run since it passed the threshold (the GIL is held, likely in native "
-                     "code): reported by the native watchdog\n",
-                     (long long)live.stall_id, name, s->pid,
-                     (double)(now - live.stall_started_ns) / 1e9);
+        so_far = (double)(now - live.stall_started_ns) / 1e9;
+        threshold = (double)live.threshold_ns / 1e9;
+        if (l->line_prefix[0]) {
+            /* the same shape as the Python reporter's line, under the
+             * prefix that names process, loop and thread */
+            printable(prefix, sizeof prefix, l->line_prefix);
+            n = snprintf(line, sizeof line,
+                         "%s: event loop stall #%lld in progress: blocked for %.3f s "
+                         "(threshold %.3f s); no Python code has run since it passed the "
+                         "threshold (the GIL is held, likely in native code): reported by "
+                         "the native watchdog\n",
+                         prefix, (long long)live.stall_id, so_far, threshold);
+        } else {
+            printable(name, sizeof name, l->name);
+            n = snprintf(line, sizeof line,
+                         "loopwatch: stall #%lld on %s (pid %d) going on for %.2f s; no Python "
+                         "code has run since it passed the threshold (the GIL is held, likely "
+                         "in native code): reported by the native watchdog\n",
+                         (long long)live.stall_id, name, s->pid, so_far);
+        }
         if (n > 0)
             (void)!write(s->stall_fd, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
         if (s->stack_fn && l->thread_state)
@@ -649,7 +666,7 @@ static void *server_main(void *arg)
         timeout = s->stall_fd >= 0 && s->nloops > 0 ? LW_STATUS_WATCH_MS : -1;
         pthread_mutex_unlock(&s->mutex);
 
-        fds[0].fd = s->listen_fd;
+        fds[0].fd = s->listen_fd; /* -1 (a watchdog only): poll ignores it */
         fds[0].events = POLLIN;
         fds[1].fd = s->wake[0];
         fds[1].events = POLLIN;

@@ -50,9 +50,11 @@ typedef struct lw_status lw_status;
 /* Writes a thread's stack as text to fd; thread_state is opaque here. */
 typedef void (*lw_status_stack_fn)(int fd, void *thread_state);
 
-/* listen_fd: a bound, listening Unix stream socket; scratch_fd: a regular
- * file (already unlinked) for stack dumps, or -1. Both are owned by the
- * server from here on (closed by lw_status_free). NULL when out of memory. */
+/* listen_fd: a bound, listening Unix stream socket, or -1 for a watchdog
+ * only (no socket served: the thread writes the stall lines alone);
+ * scratch_fd: a regular file (already unlinked) for stack dumps, or -1.
+ * Both are owned by the server from here on (closed by lw_status_free).
+ * NULL when out of memory. */
 lw_status *lw_status_new(int listen_fd, int scratch_fd, int64_t fresh_wait_ns);
 /* Stops (joins) the server thread first; closes the descriptors. */
 void lw_status_free(lw_status *s);
@@ -78,9 +80,13 @@ int lw_status_wait_request(lw_status *s, int64_t timeout_ns);
 int lw_status_publish(lw_status *s, const char *json, size_t len);
 
 /* Loops whose live figures are served. `loop` must stay valid until it is
- * removed; `name` is copied (escaped when written). 0, ENOMEM, EEXIST. */
+ * removed; `name` and `line_prefix` are copied (255 bytes kept, escaped when
+ * written). The watchdog's line starts with line_prefix (loopwatch run's
+ * "loopwatch[pid P loop N thread T]") and then reads like the Python
+ * reporter's; NULL or "" gives "loopwatch: stall #N on <name> (pid P)".
+ * 0, ENOMEM, EEXIST. */
 int lw_status_add_loop(lw_status *s, int64_t id, const lw_loop *loop, void *thread_state,
-                       const char *name);
+                       const char *name, const char *line_prefix);
 void lw_status_remove_loop(lw_status *s, int64_t id);
 /* The Python reporter has reported this stall (no watchdog line needed). */
 void lw_status_ack_stall(lw_status *s, int64_t id, int64_t stall_id);

@@ -260,3 +260,43 @@ def test_forked_child_summarizes_only_its_own_loops(tmp_path, impl, loop_kind):
     for pid in pids:
         assert f"loopwatch[pid {pid} loop 1 thread MainThread]: " in result.stderr
     assert " loop 2 " not in result.stderr
+
+
+GIL_HOLDING_APP = textwrap.dedent("""
+    import asyncio, ctypes, sys
+
+    def call_into_c():
+        ctypes.PyDLL(None).sleep(2)  # a C call that keeps the GIL: no Python runs
+
+    async def main():
+        await asyncio.sleep(0.1)
+        call_into_c()
+        print("UNBLOCKED", file=sys.stderr, flush=True)
+
+    asyncio.run(main())
+    """)
+
+
+@pytest.mark.native_only
+@pytest.mark.parametrize("status", [True, False], ids=["status", "no-status"])
+def test_a_stall_holding_the_gil_gets_its_line_while_it_goes_on(tmp_path, runtime_dir, status):
+    """The Python reporter cannot run while C code holds the GIL: the native
+    watchdog writes the stall's line during the stall, under the same
+    process/loop/thread prefix, with status served or not."""
+    (tmp_path / "app.py").write_text(GIL_HOLDING_APP)
+    args = ["run", *([] if status else ["--no-status"]), str(tmp_path / "app.py")]
+    result = _loopwatch(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    prefix = f"loopwatch[pid {result.pid} loop 1 thread MainThread]"
+    watchdog = [i for i, line in enumerate(lines) if line.startswith(
+        f"{prefix}: event loop stall #1 in progress: blocked for ")
+        and line.endswith("reported by the native watchdog")]
+    assert len(watchdog) == 1, result.stderr
+    assert watchdog[0] < lines.index("UNBLOCKED"), result.stderr  # while it went on
+    assert re.search(r"blocked for \d+\.\d{3} s \(threshold 0\.100 s\)", lines[watchdog[0]])
+    assert any(line.startswith(f"{prefix}: event loop stall #1 ended after ")
+               for line in lines[lines.index("UNBLOCKED"):]), result.stderr
+    assert list(runtime_dir.iterdir()) in ([], [runtime_dir / "loopwatch"])
+    if (runtime_dir / "loopwatch").exists():
+        assert not list((runtime_dir / "loopwatch").glob("*.sock"))  # removed at exit

@@ -179,3 +179,29 @@ def test_a_loop_stall_makes_no_session_stuck(impl, loop_kind, runtime_dir, recor
     assert "healthy" in registry and "wedged" in registry  # nobody evicted
     # The stall itself was reported, as the loop's.
     assert any("stall #1 in progress" in m for m in records.messages("loopwatch.loop"))
+
+
+@pytest.mark.native_only
+def test_without_status_a_gil_holding_stall_still_gets_its_line(runtime_dir):
+    """status=False: no socket, but the native watchdog thread still writes
+    the line of a stall in C code that holds the GIL, while it goes on."""
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, ctypes, sys, loopwatch\n"
+        "async def main():\n"
+        "    async with loopwatch.Diagnostics(status=False, name='gateway-loop') as diag:\n"
+        "        assert diag.status_path is None\n"
+        "        await asyncio.sleep(0.1)\n"
+        "        ctypes.PyDLL(None).sleep(2)\n"
+        "        print('UNBLOCKED', file=sys.stderr, flush=True)\n"
+        "asyncio.run(main())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, LOOPWATCH_NO_EXTENSIONS="0"))
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    (line,) = [i for i, text in enumerate(lines) if "reported by the native watchdog" in text]
+    assert lines[line].startswith("loopwatch: stall #1 on gateway-loop (pid "), lines[line]
+    assert line < lines.index("UNBLOCKED")
+    assert not (runtime_dir / "loopwatch").exists() or not list((runtime_dir / "loopwatch").iterdir())

@@ -114,21 +114,29 @@ class ProcessWatch:
         self._handler: logging.Handler | None = None
 
     def _on_new_loop(self, name: str, monitor: Any) -> None:
-        """In the new loop's thread: serve it in status, then on_watch."""
-        if self.options.get("status", True):
-            server = self._status_server or self._acquire_status()
-            if server is not None:
-                server.add_monitor(monitor, name)
+        """In the new loop's thread: serve it in status (or, without
+        status, give it the native watchdog's stall lines), then on_watch."""
+        server = self._status_server or self._acquire_status()
+        if server is not None:
+            entry = self.watcher.label(monitor.loop)
+            server.add_monitor(monitor, name, entry.prefix() if entry is not None else None)
         if self._on_watch is not None:
             self._on_watch(name, monitor)
 
     def _acquire_status(self) -> Any:
-        """This process's own status server, once (a refusal is said once)."""
+        """This process's own status server, once (a refusal is said once);
+        without status, a watchdog alone (no socket): a stall in native code
+        holding the GIL still gets its line while it goes on."""
         if self._status_refused:
             return None
         from ..status import server as status_server
         from ..status.paths import StatusFolderError
 
+        if not self.options.get("status", True):
+            watchdog = status_server.StatusServer(listen=False, stall_lines=True).start()
+            self._status_server = watchdog
+            self.before_abrupt_exit.append(watchdog.stop)
+            return watchdog
         try:
             server = status_server.acquire(stall_lines=True)
         except (StatusFolderError, OSError) as exc:

@@ -63,7 +63,8 @@ class Diagnostics:
         status: serve the status socket.
         stall_lines: with the native core, write a line on stderr for a
             stall that Python cannot report while it goes on (the loop
-            thread holds the GIL in native code).
+            thread holds the GIL in native code); with status=False too
+            (a native watchdog thread without a socket).
         check_interval: seconds between registry checks, at most.
         monitor: a monitor to use instead of making one (not started: the
             Diagnostics starts and stops it).
@@ -105,6 +106,7 @@ class Diagnostics:
         self._stall_lines = bool(stall_lines)
         self._name = name
         self._server: Any = None
+        self._watchdog: Any = None  # status=False: the stall lines alone
         self._loop_id: int | None = None
         self._check_task: asyncio.Task[None] | None = None
         self._liveness_thread: threading.Thread | None = None
@@ -166,6 +168,9 @@ class Diagnostics:
                 self._loop_id = self._server.add_monitor(monitor, self._name)
                 if self._registry is not None:
                     self._server.add_registry(self._registry)
+            elif self._stall_lines:
+                self._watchdog = status_server.StatusServer(listen=False, stall_lines=True).start()
+                self._watchdog.add_monitor(monitor, self._name)
             # The process's exporters (Prometheus, OpenTelemetry, .hlog) see it too.
             default_sources().add_monitor(monitor)
             if callable(getattr(self._registry, "counts", None)):
@@ -201,6 +206,9 @@ class Diagnostics:
             if self._registry is not None:
                 server.remove_registry(self._registry)
             status_server.release(server)
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.stop()
         self._loop_id = None
         default_sources().remove_monitor(self._monitor)
         if self._registry is not None:

@@ -30,7 +30,7 @@ cdef extern from "lw_status.h" nogil:
     int lw_status_wait_request(lw_status *s, int64_t timeout_ns)
     int lw_status_publish(lw_status *s, const char *json, size_t length)
     int lw_status_add_loop(lw_status *s, int64_t id, const lw_loop *loop, void *thread_state,
-                           const char *name)
+                           const char *name, const char *line_prefix)
     void lw_status_remove_loop(lw_status *s, int64_t id)
     void lw_status_ack_stall(lw_status *s, int64_t id, int64_t stall_id)
     int64_t lw_status_served(const lw_status *s)
@@ -146,14 +146,17 @@ The native server thread over a listening socket (see lw_status.h)."""
             raise ValueError("a status document must be a JSON object") if err == 22 \
                 else MemoryError()
 
-    def add_loop(self, int64_t loop_id, core, size_t thread_state, str name):
+    def add_loop(self, int64_t loop_id, core, size_t thread_state, str name,
+                 str line_prefix=""):
         """Serve the live figures of a native monitor's sampler. `core` is
-        kept alive until remove_loop."""
+        kept alive until remove_loop; the watchdog's line for it starts with
+        `line_prefix` (see lw_status_add_loop)."""
         self._check()
         cdef size_t address = core._address()
         cdef bytes raw = name.encode("utf-8", "backslashreplace")
+        cdef bytes raw_prefix = line_prefix.encode("utf-8", "backslashreplace")
         cdef int err = lw_status_add_loop(self._s, loop_id, <const lw_loop *>address,
-                                          <void *>thread_state, raw)
+                                          <void *>thread_state, raw, raw_prefix)
         if err != 0:
             raise OSError(err, os.strerror(err))
         self._keep[loop_id] = core

@@ -60,6 +60,11 @@ class StatusServer:
             loopwatch uses).
         stall_lines: let the native watchdog write a line on stderr for a
             stall Python cannot report while it goes on.
+        listen: False for the watchdog alone: no socket, no document, only
+            the stall lines (``loopwatch run --no-status``,
+            ``Diagnostics(status=False)``). The native core only: with the
+            twin, whose thread needs the GIL the stall holds, start() does
+            nothing.
 
     Raises (from :meth:`start`):
         loopwatch.status.paths.StatusFolderError: the socket folder is
@@ -68,8 +73,9 @@ class StatusServer:
     """
 
     def __init__(self, path: str | None = None, *, implementation: str | None = None,
-                 stall_lines: bool = False) -> None:
+                 stall_lines: bool = False, listen: bool = True) -> None:
         self._path = path
+        self._listen = listen
         self._core_class = _core_class(implementation)
         self._stall_lines = stall_lines
         self._core: Any = None
@@ -77,6 +83,7 @@ class StatusServer:
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self._loops: dict[int, tuple[Any, str]] = {}
+        self._line_prefixes: dict[int, str] = {}
         self._registries: list[Any] = []
         self._liveness: dict[str, Any] | None = None
         self._liveness_at: float | None = None
@@ -110,6 +117,8 @@ class StatusServer:
         with self._lock:
             if self._core is not None:
                 return self
+            if not self._listen:
+                return self._start_watchdog()
             if self._path is None:
                 ensure_status_folder()
                 self._path = status_socket_path()
@@ -148,6 +157,19 @@ class StatusServer:
             self._publisher.start()
             _SERVERS.add(self)
             return self
+
+    def _start_watchdog(self) -> StatusServer:
+        if self.served_by != "native":
+            return self
+        self._owner_pid = os.getpid()
+        core = self._core_class(-1, -1, FRESH_WAIT)
+        core.set_stall_lines(2, STALL_LINE_GRACE)
+        core.start()
+        self._core = core
+        for loop_id, (monitor, name) in self._loops.items():
+            self._attach_live(loop_id, monitor, name)
+        _SERVERS.add(self)
+        return self
 
     def stop(self) -> None:
         """Stop answering, join the threads and remove the socket."""
@@ -197,6 +219,8 @@ class StatusServer:
         except OSError:
             logger.exception("loopwatch: the status server could not restart after a fork")
             return
+        if not self._listen:
+            return  # a watchdog has no publisher
         with self._lock:
             publisher = self._publisher
             if publisher is not None and publisher.is_alive():
@@ -214,18 +238,24 @@ class StatusServer:
         if core is not None:
             core.after_fork_child()
         self._loops.clear()
+        self._line_prefixes.clear()
         self._registries.clear()
         self._path = None
 
     # -- sources -------------------------------------------------------------
-    def add_monitor(self, monitor: Any, name: str | None = None) -> int:
+    def add_monitor(self, monitor: Any, name: str | None = None,
+                    line_prefix: str | None = None) -> int:
         """Serve a (started) loop monitor's figures; returns its id. Call it
         in the loop's thread to let the native watchdog read that thread's
-        stack while it holds the GIL in native code."""
+        stack while it holds the GIL in native code. The watchdog's stall
+        line starts with `line_prefix` when given (``loopwatch run``'s
+        ``loopwatch[pid P loop N thread T]``)."""
         with self._lock:
             loop_id = next(self._ids)
             name = name or threading.current_thread().name
             self._loops[loop_id] = (monitor, name)
+            if line_prefix:
+                self._line_prefixes[loop_id] = line_prefix
             monitor._stall_listeners.append(self._acknowledger(loop_id))
             if self._core is not None:
                 self._attach_live(loop_id, monitor, name)
@@ -237,6 +267,7 @@ class StatusServer:
         (an unknown id is ignored)."""
         with self._lock:
             entry = self._loops.pop(loop_id, None)
+            self._line_prefixes.pop(loop_id, None)
             if self._core is not None:
                 self._core.remove_loop(loop_id)
         if entry is not None:
@@ -250,7 +281,7 @@ class StatusServer:
         """A new Python part now that the sources changed: a native stall
         that begins before any client asked is then served with them."""
         core = self._core
-        if core is not None:
+        if core is not None and self._listen:
             self._publish(core)
 
     def _acknowledger(self, loop_id: int) -> Any:
@@ -272,7 +303,8 @@ class StatusServer:
         in_loop_thread = loop is not None and _running_loop() is loop
         thread_state = self._core_class.current_thread_state() if in_loop_thread else 0
         try:
-            self._core.add_loop(loop_id, core, thread_state, name)
+            self._core.add_loop(loop_id, core, thread_state, name,
+                                self._line_prefixes.get(loop_id, ""))
         except OSError:
             pass
 
@@ -298,7 +330,7 @@ class StatusServer:
             self._liveness = dict(record)
             self._liveness_at = time.monotonic()
             core = self._core
-        if core is not None:  # so a native stall is served with this line
+        if core is not None and self._listen:  # so a native stall is served with this line
             self._publish(core)
 
     # -- the document --------------------------------------------------------

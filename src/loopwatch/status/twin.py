@@ -127,7 +127,10 @@ class StatusCore:
             self._answered = self._taken
             self._cond.notify_all()
 
-    def add_loop(self, loop_id: int, core: Any, thread_state: int, name: str) -> None:
+    def add_loop(self, loop_id: int, core: Any, thread_state: int, name: str,
+                 line_prefix: str = "") -> None:
+        """Serve a monitor's live figures (the twin writes no watchdog
+        lines, so line_prefix is unused)."""
         if loop_id in self._loops:
             raise OSError(f"loop {loop_id} already registered")
         self._loops[loop_id] = (core, name)
