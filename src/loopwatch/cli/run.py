@@ -76,6 +76,8 @@ class LoopWatcher:
         self._hook_error_logged = False
 
     def install(self) -> LoopWatcher:
+        """Watch every loop that starts running from now on (wraps
+        ``asyncio.events._set_running_loop``); returns self. Idempotent."""
         if self._original is not None:
             return self
         original = asyncio.events._set_running_loop
@@ -165,6 +167,7 @@ class LoopWatcher:
         return entry.prefix() if entry is not None else f"loopwatch[pid {os.getpid()}]"
 
     def stop_all(self) -> None:
+        """Stop every monitor this watcher started."""
         for _, monitor in self.watched:
             monitor.stop()
 

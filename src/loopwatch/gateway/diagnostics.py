@@ -141,6 +141,7 @@ class Diagnostics:
 
     @property
     def running(self) -> bool:
+        """Whether the parts run (between start() and stop())."""
         return self._running
 
     # -- start / stop ---------------------------------------------------------

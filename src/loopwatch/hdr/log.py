@@ -204,6 +204,7 @@ class HistogramLogWriter:
                     f"{payload}\n")
 
     def flush(self) -> None:
+        """Flush the lines written so far to the file."""
         self._file.flush()
 
     def close(self) -> None:
