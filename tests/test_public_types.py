@@ -203,3 +203,28 @@ def test_stubs_name_what_the_native_modules_define(stub_path, request):
         missing = {n for n in stub_public - public}
         instance = {m.target.id for m in node.body if isinstance(m, ast.AnnAssign)}
         assert missing <= instance, (node.name, missing)
+
+
+def test_every_public_name_and_method_has_a_docstring(impl):
+    """Every name in loopwatch.__all__, and every public method or property
+    of the public classes, says what it is (both implementations)."""
+    import inspect
+
+    import loopwatch
+
+    names = {"Histogram": impl.Histogram, "TimerWheel": impl.TimerWheel,
+             "LoopMonitor": impl.LoopMonitor, "watch": impl.watch}
+    missing = []
+    for name in loopwatch.__all__:
+        obj = names.get(name, getattr(loopwatch, name))
+        if isinstance(obj, (str, int, float, tuple, frozenset)):
+            continue  # constants: documented in the module
+        if not inspect.getdoc(obj):
+            missing.append(name)
+        if inspect.isclass(obj):
+            for attr, member in vars(obj).items():
+                if attr.startswith("_") or not (callable(member) or isinstance(member, property)):
+                    continue
+                if not inspect.getdoc(getattr(obj, attr, member)) and not inspect.getdoc(member):
+                    missing.append(f"{name}.{attr}")
+    assert missing == []
