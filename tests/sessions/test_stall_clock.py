@@ -181,3 +181,29 @@ def test_set_stall_clock_checks_its_argument(make):
     reg = make()
     with pytest.raises(TypeError, match="callable"):
         reg.set_stall_clock(3.0)
+
+
+def test_time_and_the_status_document_exclude_the_loops_stalls():
+    """registry.time() is the clock minus the stalls since set_stall_clock,
+    and the status document's ages are on it: a session stuck for 30 s of
+    unstalled time during which the loop also stalled 50 s shows 30 s."""
+    from loopwatch import SessionRegistry
+    from loopwatch.status.document import sessions_entry
+
+    clock = [1000.0]
+    stalled = [0.0]
+    registry = SessionRegistry(stuck_after=10.0, evict_after=None, clock=lambda: clock[0])
+    registry.set_stall_clock(lambda: stalled[0])
+    registry.open("s", key="k", state="processing")
+    assert registry.time() == 1000.0
+    clock[0], stalled[0] = 1080.0, 50.0  # 80 s later, 50 of them stalled
+    assert registry.time() == 1030.0
+    assert [e.kind for e in registry.check()] == ["stuck"]
+    (entry,) = sessions_entry([registry])["stuck"]
+    assert entry["age_s"] == 30.0 and entry["since_progress_s"] == 30.0
+    view = registry.get("s")
+    assert registry.time() - view.last_progress == 30.0
+    registry.set_stall_clock(None)  # detached: the time does not jump back
+    assert registry.time() == 1030.0
+    clock[0] = 1090.0
+    assert registry.time() == 1040.0

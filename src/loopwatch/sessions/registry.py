@@ -96,9 +96,11 @@ class SessionView:
         key: the caller's label (a routing key, a user...), or None.
         state: ``"idle"``, ``"queued"``, ``"processing"`` or ``"waiting"``.
         queue_depth: the last queue depth given to ``set_state``, or None.
-        opened_at: clock time of ``open``.
-        state_since: clock time of the last state change.
-        last_progress: clock time of the last ``progress()`` (or ``opened_at``).
+        opened_at: the registry's time of ``open`` (its clock, minus the
+            loop's stalls with a stall clock: :meth:`SessionRegistry.time`).
+        state_since: the registry's time of the last state change.
+        last_progress: the registry's time of the last ``progress()`` (or
+            ``opened_at``).
         stuck_reports: stuck reports made in the current stuck episode (0 when
             the session is not stuck).
         stuck: whether the session is stuck now.
@@ -733,6 +735,21 @@ class SessionRegistry:
         finally:
             self._exit()
         return iter(views)
+
+    def time(self) -> float:
+        """The registry's time now: the clock's reading minus the time the
+        loop spent stalled since :meth:`set_stall_clock` (the clock itself
+        without a stall clock); never decreasing. The times of a
+        :class:`SessionView` (``opened_at``, ``state_since``,
+        ``last_progress``...) are on this time: ``registry.time() -
+        view.last_progress`` is how long a session has made no progress,
+        stalls excluded."""
+        raw, stall, sv = self._read_time()
+        self._enter()
+        try:
+            return self._effective(raw, stall, sv)
+        finally:
+            self._exit()
 
     def counts(self) -> dict[str, int]:
         """Sessions per state (all four states, kept incrementally: O(1))."""
