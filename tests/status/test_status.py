@@ -90,6 +90,18 @@ def _query_during_block(t: Target, seconds: float) -> list[tuple[float, dict]]:
     return answers
 
 
+def _wait_stalled(t: Target, so_far: float) -> None:
+    """Until status shows the loop stalled for more than `so_far` seconds
+    (polled: a loaded machine may take longer than any fixed pause)."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        live = query_status(t.pid, timeout=5.0)["live"]["loops"]
+        if live and live[0]["stalled"] and live[0]["stall_so_far_s"] > so_far:
+            return
+        assert time.monotonic() < deadline, f"no stall of {so_far} s shown: {live}"
+        time.sleep(0.01)
+
+
 def _python_frames(doc: dict) -> list[str]:
     loop = doc["loops"][0]
     stall = loop.get("current_stall") or {}
@@ -99,7 +111,7 @@ def _python_frames(doc: dict) -> list[str]:
 def test_status_answers_during_a_python_stall(impl, loop_kind, target):
     t = target(impl.name, loop_kind, "python", 4.0)
     t.expect("BLOCKING")
-    time.sleep(0.3)  # let the stall pass its threshold and be reported
+    _wait_stalled(t, 0.2)  # past its threshold and reported
     answers = _query_during_block(t, 1.5)
     t.expect("UNBLOCKED")
     t.finish()
@@ -124,7 +136,7 @@ def test_status_answers_during_a_native_stall_holding_the_gil(request, loop_kind
         pytest.skip("--no-native given")
     t = target("native", loop_kind, "native", 4)
     t.expect("BLOCKING")
-    time.sleep(0.5)
+    _wait_stalled(t, 0.3)  # past its threshold and reported
     answers = _query_during_block(t, 1.5)
     t.expect("UNBLOCKED")
     err = t.finish()
@@ -149,7 +161,7 @@ def test_status_answers_during_a_native_stall_holding_the_gil(request, loop_kind
 def test_hundred_concurrent_clients_while_the_loop_is_blocked(impl, target):
     t = target(impl.name, "asyncio", "python", 5.0)
     t.expect("BLOCKING")
-    time.sleep(0.3)
+    _wait_stalled(t, 0.2)  # past its threshold and reported
     with concurrent.futures.ThreadPoolExecutor(max_workers=100) as pool:
         docs = list(pool.map(lambda _: query_status(t.pid, timeout=10.0), range(100)))
     t.expect("UNBLOCKED")
