@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-PAUSE = 0.3
+PAUSE = 0.5
 os.register_at_fork(before=lambda: time.sleep(PAUSE), after_in_parent=lambda: None)
 
 import asyncio  # noqa: E402
@@ -79,7 +79,9 @@ async def single() -> None:
             os._exit(child_checks(monitor, diag))
         found["pause"] = time.monotonic() - t0
         found["threads_after"] = threads_now()
-        _, status = os.waitpid(pid, 0)
+        # Waited for in a thread: a loop blocked in waitpid (as long as a
+        # loaded machine takes to run the child) would be real lag.
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
         found["child_exit"] = os.waitstatus_to_exitcode(status)
         found["socket_kept"] = socket_path is not None and os.path.exists(socket_path)
         after_fork = monitor.snapshot(reset_interval=False)
@@ -127,10 +129,19 @@ def stall_at_fork() -> None:
     stalls: list = []
     started = threading.Event()
     ended = threading.Event()
+    blocked_at: list = []  # when the loop entered the block
+    ours: list = []  # the block's stall id
 
+    # A loaded machine makes short stalls of its own (the threshold is
+    # 50 ms): the stall examined is the one detected once the block began.
     def on_stall(event):
         stalls.append(event)
-        (started if event.kind == "started" else ended).set()
+        if event.kind == "started" and not ours and blocked_at \
+                and event.detected_at >= blocked_at[0]:
+            ours.append(event.stall_id)
+            started.set()
+        elif event.kind == "ended" and ours and event.stall_id == ours[0]:
+            ended.set()
 
     monitor = loopwatch.LoopMonitor(loop, resolution=0.005, stall_threshold=0.05,
                                     on_stall=on_stall)
@@ -145,7 +156,20 @@ def stall_at_fork() -> None:
         assert time.monotonic() < deadline, "the monitor does not sample"
         time.sleep(0.01)
     release = threading.Event()
-    loop.call_soon_threadsafe(release.wait, 10)  # the stall, until released
+
+    def block():
+        blocked_at.append(time.monotonic())
+        # A stall going on already (the loop had not beaten since it began)
+        # goes on through the block: that one is ours.
+        seen = list(stalls)
+        ongoing = [s.stall_id for s in seen if s.kind == "started"
+                   and not any(e.kind == "ended" and e.stall_id == s.stall_id for e in seen)]
+        if ongoing and not ours:
+            ours.append(ongoing[-1])
+            started.set()
+        release.wait(10)  # the stall, until released
+
+    loop.call_soon_threadsafe(block)
     assert started.wait(10)
     pid = os.fork()
     if pid == 0:
@@ -157,9 +181,10 @@ def stall_at_fork() -> None:
     held = time.monotonic()
     release.set()
     found["ended"] = ended.wait(10)
-    found["kinds"] = [(s.kind, s.stall_id) for s in stalls]
-    found["duration"] = [s.duration for s in stalls if s.kind == "ended"]
-    found["held_since_start"] = held - stalls[0].started_at if stalls else None
+    mine = [s for s in stalls if s.stall_id == ours[0]]
+    found["kinds"] = [s.kind for s in mine]
+    found["duration"] = [s.duration for s in mine if s.kind == "ended"]
+    found["held_since_start"] = held - mine[0].started_at
     monitor.stop()
     loop.call_soon_threadsafe(loop.stop)
     runner.join(5)

@@ -22,7 +22,7 @@ from loop_support import REPO, impl_env
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 
 SCENARIO = os.path.join(REPO, "tests", "loop", "fork_scenario.py")
-PAUSE = 0.3  # fork_scenario.PAUSE: how long its fork is kept paused
+PAUSE = 0.5  # fork_scenario.PAUSE: how long its fork is kept paused
 LOOPWATCH_THREADS = {"loopwatch-reporter", "loopwatch-sampler", "loopwatch-status",
                      "loopwatch-status-publisher", "loopwatch-liveness", "loopwatch-hlog",
                      "task:lw-loop-sampler", "task:lw-status"}
@@ -62,7 +62,7 @@ def test_fork_with_monitor_and_diagnostics_is_single_threaded(impl, runtime_dir)
     assert found["samples_grow"]
     # The pause is unsampled time: no lag sample of its size, no stall.
     # (A loaded machine adds lag and short stalls of its own: the bound is
-    # what the 0.3 s pause would leave if it were counted.)
+    # what the pause would leave if it were counted.)
     assert found["max_lag_after_fork"] < 0.8 * PAUSE
     assert found["stalls_from_fork"] == 0
     # A stall after the fork is reported; status and the threads go on.
@@ -81,6 +81,6 @@ def test_stall_going_on_at_the_fork_continues(impl, runtime_dir):
     # ended once, when the loop ran again.
     assert not found["ended_before_release"]
     assert found["ended"]
-    assert found["kinds"] == [["started", 1], ["ended", 1]]
+    assert found["kinds"] == ["started", "ended"]
     # Its length is the wall time the loop was blocked, fork included.
     assert found["duration"][0] >= found["held_since_start"] - 0.05

@@ -146,6 +146,14 @@ def test_classification_native_sampler():
     assert cause == "not_running"
     assert text == ("the loop thread did not run for 213 ms of 215 ms (runnable, waiting for a "
                     "CPU: the machine is overloaded)")
+    # Part of a CPU, runnable the rest (an overloaded machine): still native code.
+    cause, text = explain_stall(_readings(state="R"), 137 * MS, None, 338 * MS, 60 * MS, False)
+    assert cause == "native_code"
+    assert text == ("the loop thread used 137 ms of CPU in 338 ms, runnable the rest: it held "
+                    "the GIL in native code, on an overloaded machine")
+    # Asleep part of the time, the same CPU: a share alone does not make it native code.
+    assert explain_stall(_readings(state="S"), 137 * MS, None, 338 * MS, 60 * MS, False)[0] \
+        == "syscall"
     for state in ("S", "D"):
         cause, text = explain_stall(_readings(state=state), 0, None, 300 * MS, 60 * MS, False)
         assert cause == "syscall" and "sleeping in a system call while holding the GIL" in text
@@ -172,6 +180,14 @@ def test_classification_twin_sampler():
     cause, text = explain_stall(_readings(run_delay=10 * MS), 5 * MS, 12 * MS, 315 * MS,
                                 315 * MS, True)
     assert cause == "syscall" and "was not waiting for a CPU" in text
+    # 40 % of a CPU and runnable the rest: native code on an overloaded machine.
+    cause, text = explain_stall(_readings(run_delay=0), 160 * MS, 238 * MS, 402 * MS,
+                                402 * MS, True)
+    assert cause == "native_code"
+    assert "waited 238 ms for a CPU the rest" in text and "overloaded machine" in text
+    # The same CPU, but asleep most of the rest: not native code.
+    assert explain_stall(_readings(run_delay=0), 160 * MS, 40 * MS, 402 * MS, 402 * MS,
+                         True)[0] == "syscall"
 
 
 @pytest.mark.skipif(not LINUX, reason="/proc")

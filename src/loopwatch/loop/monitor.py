@@ -66,6 +66,12 @@ Event = Tuple[int, int, int, int, int, int, Optional[Readings]]
 #: The loop thread used at least this share of a CPU over the measured
 #: window: it was running (native code holding the GIL).
 NATIVE_CPU_SHARE = 0.5
+#: On an overloaded machine a busy thread gets a fraction of a CPU: one that
+#: used at least this share and was runnable (waiting for a CPU) for the
+#: rest of the window never slept; it was running native code holding the
+#: GIL, slowed by the load. (Python code would have handed the GIL over
+#: within a switch interval of running, and used no more CPU until taken.)
+NATIVE_CPU_SHARE_LOADED = 0.2
 _MISSING = object()
 
 # Every monitor ever created (for fork and exit).
@@ -161,6 +167,11 @@ def explain_stall(readings: Readings | None, cpu_now_ns: int | None,
     idle = wall - used
     if run_delay0 is not None and run_delay_now_ns is not None:
         waited = max(0, run_delay_now_ns - run_delay0)
+        if used >= NATIVE_CPU_SHARE_LOADED * wall and waited >= 0.8 * idle:
+            return "native_code", (
+                f"the loop thread used {_ms(used)} of CPU in {_ms(wall)} and waited "
+                f"{_ms(waited)} for a CPU the rest: it held the GIL in native code, on an "
+                "overloaded machine")
         if waited * 2 >= idle:
             return "not_running", (
                 f"the loop thread did not run for {_ms(idle)} of {_ms(wall)} (runnable, "
@@ -169,6 +180,10 @@ def explain_stall(readings: Readings | None, cpu_now_ns: int | None,
             f"the loop thread did not run for {_ms(idle)} of {_ms(wall)} and was not "
             "waiting for a CPU (sleeping in a system call while holding the GIL, or the "
             "process was stopped)")
+    if state == "R" and used >= NATIVE_CPU_SHARE_LOADED * wall:
+        return "native_code", (
+            f"the loop thread used {_ms(used)} of CPU in {_ms(wall)}, runnable the rest: it "
+            "held the GIL in native code, on an overloaded machine")
     if state == "R":
         return "not_running", (
             f"the loop thread did not run for {_ms(idle)} of {_ms(wall)} (runnable, waiting "
