@@ -50,12 +50,16 @@ def _child_checks(impl, kind: str, monitor) -> None:
             run_for(loop, 0.05)
             loop.call_soon(time.sleep, 0.1)
             run_for(loop, 0.02)
-            assert stalls.ended.wait(5), "no stall reported in the child"
+            # the sleep's stall (a loaded machine may add short ones of its own)
+            assert wait_until(lambda: any(e.kind == "ended" and e.duration >= 0.09
+                                          for e in stalls.of_kind("ended"))), \
+                f"the sleep's stall was not reported in the child: {stalls.events}"
             child_stats = child_monitor.snapshot()
     finally:
         loop.close()
     assert child_stats.total.sample_count > 0
-    assert child_stats.total.stall_count == 1
+    assert child_stats.total.stall_count >= 1
+    assert child_stats.total.longest_stall >= 0.09
 
 
 def _mp_child(impl_name: str, kind: str, monitor, queue) -> None:
