@@ -313,7 +313,10 @@ class HistogramLogReader:
             float(fields[2])  # the max: checked, not used (the histogram has it)
         except ValueError:
             raise ValueError(f"line {number}: bad number in {line[:80]!r}") from None
-        length = second - start if self._second_is_end else second
+        # Under an "EndTimestamp" legend HdrHistogram_c's hdr_log_write puts
+        # the end there, but its hdr_log_write_entry (tagged lines) writes the
+        # length under the same legend: an "end" before the start is a length.
+        length = second - start if self._second_is_end and second >= start else second
         try:
             histogram = self._histogram_class.decode(fields[3].strip())
         except ValueError as exc:
