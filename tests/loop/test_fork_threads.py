@@ -22,7 +22,7 @@ from loop_support import REPO, impl_env
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 
 SCENARIO = os.path.join(REPO, "tests", "loop", "fork_scenario.py")
-PAUSE = 0.5  # fork_scenario.PAUSE: how long its fork is kept paused
+PAUSE = 1.5  # fork_scenario.PAUSE: how long its fork is kept paused
 LOOPWATCH_THREADS = {"loopwatch-reporter", "loopwatch-sampler", "loopwatch-status",
                      "loopwatch-status-publisher", "loopwatch-liveness", "loopwatch-hlog",
                      "task:lw-loop-sampler", "task:lw-status"}
