@@ -3,8 +3,14 @@ the very end of a run are settled into the phase they started in, settle()
 does not wait when no stall can be pending, loops get nothing but a tick,
 monitors are reused, loops in other threads are watched.
 
-Stalls block 0.15-0.2 s against a 0.05 s threshold (resolution 10 ms):
-margins a loaded 2-core machine keeps.
+Stalls that must be seen block 0.15-0.3 s against a 0.05 s threshold
+(resolution 10 ms): a loaded machine only makes them longer. A loaded
+2-core machine also stalls a loop on its own (a thread that waits 0.05-0.3 s
+for a core), so nothing here counts on a loop never stalling over 0.05 s
+while it runs for long: the runs that must see no stall are microseconds
+long or watched with a threshold no load reaches (QUIET_THRESHOLD), the
+loop that must stay responsive is checked by its heartbeats, and the loop
+in another thread by the stalls of that loop only.
 """
 
 from __future__ import annotations
@@ -21,15 +27,26 @@ from loopwatch.testing.loops import LoopTracker
 
 THRESHOLD = 0.05
 BLOCK = 0.15
+# A threshold no machine load reaches: runs watched with it have no stall.
+QUIET_THRESHOLD = 5.0
 
 
-@pytest.fixture
-def tracker(impl):
-    tracker = LoopTracker(impl.LoopMonitor, 0.01, THRESHOLD)
+def _tracker(impl, threshold):
+    tracker = LoopTracker(impl.LoopMonitor, 0.01, threshold)
     tracker.install()
     yield tracker
     tracker.uninstall()
     assert tracker.running_monitors() == 0
+
+
+@pytest.fixture
+def tracker(impl):
+    yield from _tracker(impl, THRESHOLD)
+
+
+@pytest.fixture
+def quiet_tracker(impl):
+    yield from _tracker(impl, QUIET_THRESHOLD)
 
 
 def _no_wait(tracker, monkeypatch):
@@ -65,11 +82,16 @@ def test_a_stall_at_the_very_end_of_a_run_is_settled_into_its_phase(tracker, blo
             since = time.monotonic()
             loop.run_until_complete(blocks_last())
             stalls = tracker.settle(since)
+            settled = time.monotonic()
+            # (the run is microseconds long but for the block: a stall of
+            # the machine's load would be part of the block's)
             assert len(stalls) == 1, stalls
             stall = stalls[0]
             assert stall.ended
-            assert stall.started_at >= since
-            assert seconds - 0.05 <= stall.duration <= seconds + 0.5, stall
+            assert seconds - 0.05 <= stall.duration, stall
+            # whole, and within the phase: not measured on to the settling
+            assert since <= stall.started_at
+            assert stall.started_at + stall.duration <= settled, (stall, settled)
             if block == "sleep":
                 assert stall.stack and any(f.function == "blocks_last" for f in stall.stack)
             else:
@@ -83,7 +105,8 @@ def test_a_stall_at_the_very_end_of_a_run_is_settled_into_its_phase(tracker, blo
     assert tracker.monitors_made == 1
 
 
-def test_settle_does_not_wait_when_no_stall_is_pending(tracker, monkeypatch):
+def test_settle_does_not_wait_when_no_stall_is_pending(quiet_tracker, monkeypatch):
+    tracker = quiet_tracker  # no stall, however loaded the machine
     _no_wait(tracker, monkeypatch)
     assert tracker.settle(time.monotonic()) == []  # no monitor yet
     for _ in range(20):
@@ -109,18 +132,34 @@ def test_loops_get_only_a_tick(tracker):
 
 
 @pytest.mark.parametrize("gap", [0.0, 0.05])
-def test_a_responsive_run_after_a_short_one_is_not_a_stall(tracker, monkeypatch, gap):
+def test_a_responsive_run_after_a_short_one_is_not_a_stall(tracker, gap):
     """The tick left pending by a run goes on ticking in the loop's next
-    run, whether it is due by then or not."""
-    _no_wait(tracker, monkeypatch)
+    run, whether it is due by then or not: the heartbeat the sampler reads
+    moves on all through that run (a tick that stopped would leave it at
+    the run's start, and the run would be one stall of its whole length).
+
+    Read from inside the loop, after each of its timers: a loaded machine
+    delays the loop (and may stall it on its own), but never makes the tick,
+    due no later than the next timer, skip the loop's turns."""
     loop = asyncio.new_event_loop()
+
+    async def responsive():
+        core = tracker._local.state.core  # the monitor of this run
+        beats = set()
+        for _ in range(20):
+            await asyncio.sleep(THRESHOLD / 5)
+            beats.add(core.last_heartbeat_ns())
+        return beats
+
     try:
         for _ in range(3):
             since = time.monotonic()
             loop.run_until_complete(asyncio.sleep(0))
             time.sleep(gap)  # between runs: the sampler is paused
-            loop.run_until_complete(asyncio.sleep(THRESHOLD * 4))  # responsive all along
-            assert tracker.settle(since) == []
+            beats = loop.run_until_complete(responsive())
+            # the tick ran between (nearly) every two of the timers
+            assert len(beats) >= 10, sorted(beats)
+            tracker.settle(since)  # (the load's own stalls, if any: not counted)
     finally:
         loop.close()
 
@@ -165,9 +204,13 @@ def test_a_loop_in_another_thread_while_this_one_runs(tracker):
     stalls = tracker.settle(since)
     assert result["done"]
     assert tracker.monitors_made == 2  # the two loops ran at the same time
-    assert len(stalls) == 1 and stalls[0].ended, stalls
-    assert stalls[0].duration >= BLOCK - 0.05
-    assert stalls[0].loop_name.startswith("loop 2 ")
+    # The other thread's loop: one stall (blocked all through its run).
+    # This thread's loop polls every 5 ms for 0.2 s: a loaded machine may
+    # stall it past 0.05 s on its own, so its stalls are not counted.
+    assert all(s.loop_name.startswith(("loop 1 ", "loop 2 ")) for s in stalls), stalls
+    other = [s for s in stalls if s.loop_name.startswith("loop 2 ")]
+    assert len(other) == 1 and other[0].ended, stalls
+    assert other[0].duration >= BLOCK - 0.05
 
 
 def test_a_loop_set_running_without_running_is_not_watched(tracker, monkeypatch):
