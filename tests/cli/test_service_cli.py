@@ -373,15 +373,25 @@ def test_uvicorn_sigterm_summary_and_exit_status(tmp_path, start):
                      watched.stderr, re.M)
 
 
-@pytest.mark.timeout(60)
-def test_uvicorn_workers_each_report_and_summarize(tmp_path, start):
+UVICORN_WORKERS = ["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", "0",
+                   "--workers", "2"]
+
+
+def _uvicorn_workers(tmp_path, start, run_args):
+    """`uvicorn --workers 2` on APP under `loopwatch run <run_args>`, once
+    both workers started: (the process, its port)."""
     pytest.importorskip("uvicorn")
     pytest.importorskip("starlette")
     (tmp_path / "app.py").write_text(APP)
-    args = ["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", "0", "--workers", "2"]
-    watched = start(loopwatch_run("--stall-threshold", "0.05", *args))
+    watched = start([sys.executable, "-m", "loopwatch", "run", *run_args, *UVICORN_WORKERS])
     port = _port(watched, UVICORN_PORT)
     watched.stderr_match(r"Application startup complete", count=2)
+    return watched, port
+
+
+@pytest.mark.timeout(60)
+def test_uvicorn_workers_each_report_and_summarize(tmp_path, start):
+    watched, port = _uvicorn_workers(tmp_path, start, ["--no-status", "--stall-threshold", "0.05"])
     workers = _hit_every_worker(watched, port, 2)
     assert watched.pid not in workers
     for pid in workers:
@@ -393,7 +403,7 @@ def test_uvicorn_workers_each_report_and_summarize(tmp_path, start):
         assert re.search(r"\b[1-9]\d* stalls? \(longest", watched.stderr)
     assert f"loopwatch[pid {watched.pid}]: no event loop ran" in watched.stderr
 
-    plain = start([sys.executable, *args])
+    plain = start([sys.executable, *UVICORN_WORKERS])
     _port(plain, UVICORN_PORT)
     plain.stderr_match(r"Application startup complete", count=2)
     plain.popen.send_signal(signal.SIGTERM)
@@ -409,13 +419,7 @@ def _sockets(tmp_path):
 def test_uvicorn_workers_each_answer_status_while_one_is_blocked(tmp_path, start):
     """Under `loopwatch run`, every worker serves its own status socket: an
     operator asks the blocked worker and gets its stall and frame."""
-    pytest.importorskip("uvicorn")
-    pytest.importorskip("starlette")
-    (tmp_path / "app.py").write_text(APP)
-    args = ["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", "0", "--workers", "2"]
-    watched = start([sys.executable, "-m", "loopwatch", "run", "--stall-threshold", "0.05", *args])
-    port = _port(watched, UVICORN_PORT)
-    watched.stderr_match(r"Application startup complete", count=2)
+    watched, port = _uvicorn_workers(tmp_path, start, ["--stall-threshold", "0.05"])
     deadline = time.monotonic() + WAIT
     while len(_sockets(tmp_path)) < 3:  # the top process and both workers
         assert time.monotonic() < deadline, (_sockets(tmp_path), watched.text())
@@ -452,13 +456,7 @@ def test_uvicorn_workers_each_answer_status_while_one_is_blocked(tmp_path, start
 @pytest.mark.timeout(60)
 def test_no_status_reaches_the_workers(tmp_path, start):
     """--no-status: no process of the service serves status."""
-    pytest.importorskip("uvicorn")
-    pytest.importorskip("starlette")
-    (tmp_path / "app.py").write_text(APP)
-    args = ["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", "0", "--workers", "2"]
-    watched = start(loopwatch_run("--stall-threshold", "0.05", *args))
-    port = _port(watched, UVICORN_PORT)
-    watched.stderr_match(r"Application startup complete", count=2)
+    watched, port = _uvicorn_workers(tmp_path, start, ["--no-status", "--stall-threshold", "0.05"])
     _hit_every_worker(watched, port, 2)  # both workers' loops are watched
     assert _sockets(tmp_path) == []
     watched.popen.send_signal(signal.SIGTERM)
