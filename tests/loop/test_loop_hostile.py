@@ -318,22 +318,20 @@ def test_whatever_on_stall_does_every_started_gets_its_ended(impl, loop, action,
                 entered.set()
                 release.wait(30)
 
-            seen = len(stalls.events)
+            seen_started = len(stalls.of_kind("started"))
             loop.call_soon_threadsafe(block)
             assert entered.wait(20)
+            def block_stall():
+                """The stall detected once the block began, if reported."""
+                return next((e for e in stalls.of_kind("started")[seen_started:]
+                             if e.detected_at >= entered_at[0]), None)
+
             deadline = time.monotonic() + 20.0
-            ours = None
-            while ours is None and monitor.running:
-                with stalls._lock:
-                    new = [e for e in stalls.events[seen:] if e.kind == "started"]
-                ours = next((e for e in new if e.detected_at >= entered_at[0]), None)
+            # (ends early when a stall before the block stopped the monitor)
+            while (ours := block_stall()) is None and monitor.running:
                 longest.append(monitor.snapshot(reset_interval=False).total.longest_stall)
                 assert time.monotonic() < deadline, f"no event after {stalls.events}"
                 time.sleep(0.002)
-            if ours is None:  # a stall before the block stopped the monitor
-                with stalls._lock:
-                    new = [e for e in stalls.events[seen:] if e.kind == "started"]
-                ours = next((e for e in new if e.detected_at >= entered_at[0]), None)
             release.set()
             settle()
             # the loop is idle again: nothing left over from the stall (a
