@@ -71,8 +71,9 @@ STUBS = {
 
 
 # What a twin has and its native counterpart does without: the twin's tick
-# stores the heartbeat through the core; the native tick stores it in C.
-TWIN_ONLY = {"_NativeCore": {"heartbeat"}}
+# and ping store the heartbeat and take the idle answers through the core;
+# the native ones do it in C.
+TWIN_ONLY = {"_NativeCore": {"heartbeat", "ping_answer", "take_idle_answers"}}
 
 
 def _twin(path):

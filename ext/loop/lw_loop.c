@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -10,6 +11,8 @@
 
 #include "lw_loop.h"
 #include "lw_loop_clock.h"
+#include "lw_ping.h"
+#include "lw_selectwait.h"
 
 #define LW_LOOP_QUEUE 64
 /* Missed ticks filled in after one late wake-up, at most; beyond that (a
@@ -45,6 +48,29 @@ struct lw_loop {
     int64_t suspended_ns;
     int64_t suspended_heartbeat;
     lw_threadcpu loop_thread; /* under the mutex */
+
+    /* The ping (lw_loop.h): opened once, kept until lw_loop_free, because
+     * a loop may still watch it. ping_sent_ns: the last ping sent, which
+     * the loop answered once the heartbeat is not older. */
+    lw_ping ping;
+    _Atomic int ping_on;
+    _Atomic int64_t ping_sent_ns;
+    _Atomic int64_t pings_sent;
+    _Atomic int64_t pings_skipped;
+    lw_selectwait selectwait; /* the sampler's, under the mutex */
+    /* Idle sleeps (sampler_main): the epoll fd the loop was last proved
+     * asleep in (-1: not proved this pass) and that wait's timeout; the
+     * last time the loop thread was seen not waiting (the wait began no
+     * earlier); a fd that wakes the sampler out of a sleep. */
+    int idle_epfd;
+    int64_t idle_timeout_ms;
+    int64_t not_waiting_at;
+    lw_ping wake;
+    _Atomic int64_t idle_sleeps;
+    /* Delay samples of pings not sent to a loop proved idle: each would
+     * have been answered at once (0). Taken by the loop's side, which
+     * records them into its delay histogram (lw_loop_take_idle_answers). */
+    _Atomic int64_t idle_answers;
 
     pthread_mutex_t mutex; /* guards everything below */
     pthread_cond_t tick_cond;  /* the sampler sleeps on it */
@@ -90,6 +116,16 @@ lw_loop *lw_loop_new(int64_t resolution_ns, int64_t stall_threshold_ns, lw_hdr *
     m->lag[1] = lag_b;
     m->credit_heartbeat = -1;
     m->loop_thread.valid = 0;
+    m->ping.read_fd = m->ping.write_fd = -1;
+    m->wake.read_fd = m->wake.write_fd = -1;
+    m->idle_epfd = -1;
+    atomic_init(&m->idle_sleeps, 0);
+    atomic_init(&m->idle_answers, 0);
+    lw_selectwait_init(&m->selectwait);
+    atomic_init(&m->ping_on, 0);
+    atomic_init(&m->ping_sent_ns, 0);
+    atomic_init(&m->pings_sent, 0);
+    atomic_init(&m->pings_skipped, 0);
     atomic_init(&m->heartbeat_ns, lw_loop_now_ns());
     atomic_init(&m->paused, 0);
     atomic_init(&m->active, 0);
@@ -108,6 +144,9 @@ void lw_loop_free(lw_loop *m)
     if (!m)
         return;
     lw_loop_stop(m);
+    lw_selectwait_close(&m->selectwait);
+    lw_ping_close(&m->ping);
+    lw_ping_close(&m->wake);
     pthread_cond_destroy(&m->event_cond);
     pthread_cond_destroy(&m->tick_cond);
     pthread_mutex_destroy(&m->mutex);
@@ -193,6 +232,43 @@ static int64_t staleness(const lw_loop *m, int64_t at, int64_t heartbeat)
     return stale;
 }
 
+/* The heartbeat, set by the sampler for a loop proved waiting in its
+ * selector: never moved back (the loop may have beaten since). */
+static void raise_heartbeat(lw_loop *m, int64_t now)
+{
+    int64_t heartbeat = atomic_load(&m->heartbeat_ns);
+    while (heartbeat < now && !atomic_compare_exchange_weak(&m->heartbeat_ns, &heartbeat, now)) {
+    }
+}
+
+/* After a pass, in ping mode: ping the loop if it answered the last ping,
+ * unless it is asleep in its selector, which watches the ping: then it
+ * would answer at once, so that counts as its answer, and an idle loop is
+ * never woken. A loop that has not answered gets no second ping: its
+ * staleness grows from its last answer. mutex held. */
+static void ping_or_skip(lw_loop *m, int64_t now)
+{
+    int64_t heartbeat = atomic_load(&m->heartbeat_ns);
+    int epfd = -1;
+    int64_t timeout_ms = -2;
+    if (heartbeat < atomic_load(&m->ping_sent_ns)) {
+        m->not_waiting_at = now;
+        return;
+    }
+    if (lw_selectwait_check(&m->selectwait, now, &epfd, &timeout_ms)) {
+        raise_heartbeat(m, now);
+        atomic_fetch_add_explicit(&m->pings_skipped, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->idle_answers, 1, memory_order_relaxed);
+        m->idle_epfd = epfd;
+        m->idle_timeout_ms = timeout_ms;
+        return;
+    }
+    m->not_waiting_at = now;
+    atomic_store(&m->ping_sent_ns, now);
+    if (lw_ping_send(&m->ping) == 0)
+        atomic_fetch_add_explicit(&m->pings_sent, 1, memory_order_relaxed);
+}
+
 /* One sampling pass at `now` covering the ticks due at tick, tick + res, ...
  * Returns the next tick. mutex held. */
 static int64_t sample(lw_loop *m, int64_t tick, int64_t now, int64_t *prev_heartbeat)
@@ -202,6 +278,7 @@ static int64_t sample(lw_loop *m, int64_t tick, int64_t now, int64_t *prev_heart
     int64_t late = now - tick;
     int64_t heartbeat = atomic_load(&m->heartbeat_ns);
 
+    m->idle_epfd = -1;
     if (atomic_load(&m->paused)) {
         if (m->in_stall)
             end_stall(m, now, now);
@@ -232,7 +309,86 @@ static int64_t sample(lw_loop *m, int64_t tick, int64_t now, int64_t *prev_heart
     if (!m->in_stall && staleness(m, now, heartbeat) > m->threshold_ns)
         begin_stall(m, heartbeat, now, late);
     *prev_heartbeat = heartbeat;
+    if (atomic_load(&m->ping_on) && m->ping.write_fd >= 0)
+        ping_or_skip(m, now);
     return tick + due * res;
+}
+
+/* The loop was proved asleep in its selector (epoll fd idle_epfd) by the
+ * pass at `now`: sleep until it can wake, not every resolution. It wakes
+ * when a fd it watches is ready (the epoll fd polls readable: the sampler
+ * wakes with it), or at its wait's timeout, which began no earlier than
+ * not_waiting_at. Slept at most the stall threshold, for the one wake-up
+ * that neither shows: a signal handled in the loop thread (its EINTR).
+ * On waking, a loop still asleep (or just woken by its fds) was idle all
+ * along: the heartbeat is now and the ticks slept through are zero lag
+ * (sample() fills them in). A loop found gone from the wait is measured
+ * from the latest time it can have left it (the last branch). Returns 1
+ * if it slept. mutex held (released while asleep). */
+static int idle_sleep(lw_loop *m, int64_t now, int64_t next_tick, int64_t *prev_heartbeat)
+{
+    struct pollfd fds[2];
+    int64_t until = now + m->threshold_ns, left_ns;
+    int epfd = m->idle_epfd, ready, woke_by_fds, still, epfd_now = -1, to_timeout = 0;
+    int64_t timeout_ms = m->idle_timeout_ms, t2, cpu0 = -1, cpu1 = -1;
+
+    if (epfd < 0 || m->wake.read_fd < 0 || timeout_ms == -2)
+        return 0;
+    if (timeout_ms >= 0 && m->not_waiting_at + timeout_ms * 1000000 < until) {
+        until = m->not_waiting_at + timeout_ms * 1000000;
+        to_timeout = 1;
+    }
+    if (until <= next_tick + m->resolution_ns)
+        return 0; /* not worth it: the next pass is as soon */
+    left_ns = until - now;
+    fds[0].fd = epfd;
+    fds[0].events = POLLIN;
+    fds[1].fd = m->wake.read_fd;
+    fds[1].events = POLLIN;
+    fds[0].revents = fds[1].revents = 0;
+    if (lw_threadcpu_read_ns(&m->loop_thread, &cpu0) != 0)
+        cpu0 = -1;
+    pthread_mutex_unlock(&m->mutex);
+    ready = poll(fds, 2, (int)((left_ns + 999999) / 1000000));
+    pthread_mutex_lock(&m->mutex);
+    atomic_fetch_add_explicit(&m->idle_sleeps, 1, memory_order_relaxed);
+    if (fds[1].revents)
+        (void)lw_ping_drain(&m->wake);
+    if (m->stopping)
+        return 1;
+    now = lw_loop_now_ns();
+    woke_by_fds = ready > 0 && (fds[0].revents & POLLIN);
+    still = lw_selectwait_check(&m->selectwait, now, &epfd_now, &t2) && epfd_now == epfd;
+    if (woke_by_fds || still) {
+        raise_heartbeat(m, now);
+        *prev_heartbeat = now;
+        if (now >= next_tick) /* the ticks slept through, each an idle answer */
+            atomic_fetch_add_explicit(&m->idle_answers,
+                                      (now - next_tick) / m->resolution_ns + 1,
+                                      memory_order_relaxed);
+    } else {
+        /* It left the wait while we slept, and we missed it: poll() re-checks
+         * the epoll fd's readiness after waking, and a loop that consumed
+         * its event first (read the socket, drained its self-pipe) leaves
+         * nothing to see. When it left is unknown; the latest it can have
+         * left is now minus the CPU it has run since (exact for a loop busy
+         * in a callback, `now` for one blocked off-CPU), and not before its
+         * wait's timeout. Measuring from there never reports lag that was
+         * not there (a short callback is not a stall); a block that began
+         * off-CPU during the sleep is reported up to one sleep short. */
+        int64_t left = now;
+        if (cpu0 >= 0 && lw_threadcpu_read_ns(&m->loop_thread, &cpu1) == 0 && cpu1 >= cpu0)
+            left = now - (cpu1 - cpu0);
+        if (to_timeout && left < until)
+            left = until;
+        if (left > *prev_heartbeat) {
+            raise_heartbeat(m, left);
+            *prev_heartbeat = left;
+        }
+    }
+    if (woke_by_fds)
+        m->not_waiting_at = now;
+    return 1;
 }
 
 static void *sampler_main(void *arg)
@@ -245,6 +401,7 @@ static void *sampler_main(void *arg)
     int64_t tick = lw_loop_now_ns() + m->resolution_ns;
 
     pthread_mutex_lock(&m->mutex);
+    m->not_waiting_at = lw_loop_now_ns();
     while (!m->stopping) {
         int64_t now = lw_loop_now_ns();
         if (now < tick) {
@@ -252,9 +409,21 @@ static void *sampler_main(void *arg)
             continue; /* re-check stopping and the clock */
         }
         tick = sample(m, tick, now, &prev_heartbeat);
+        /* A sleep leaves `tick` due: the next pass comes at once, and
+         * fills in the ticks slept through. */
+        if (m->idle_epfd >= 0 && !m->stopping)
+            (void)idle_sleep(m, now, tick, &prev_heartbeat);
     }
     pthread_mutex_unlock(&m->mutex);
     return NULL;
+}
+
+/* Wake a sampler out of an idle sleep (stop, suspend). mutex held. */
+static void wake_sampler(lw_loop *m)
+{
+    pthread_cond_broadcast(&m->tick_cond);
+    if (m->wake.write_fd >= 0)
+        (void)lw_ping_send(&m->wake);
 }
 
 int lw_loop_start(lw_loop *m, int paused)
@@ -272,6 +441,10 @@ int lw_loop_start(lw_loop *m, int paused)
     m->queue_head = m->queue_len = 0;
     atomic_store(&m->heartbeat_ns, lw_loop_now_ns());
     atomic_store(&m->paused, paused ? 1 : 0);
+    if (m->wake.read_fd < 0)
+        (void)lw_ping_open(&m->wake); /* none: the sampler never sleeps idle */
+    else
+        (void)lw_ping_drain(&m->wake);
     err = pthread_create(&m->thread, NULL, sampler_main, m);
     if (err == 0)
         m->running = 1;
@@ -294,7 +467,7 @@ void lw_loop_stop(lw_loop *m)
     joinable = m->running;
     thread = m->thread;
     m->running = 0;
-    pthread_cond_broadcast(&m->tick_cond);
+    wake_sampler(m);
     pthread_cond_broadcast(&m->event_cond);
     pthread_mutex_unlock(&m->mutex);
     if (joinable)
@@ -313,7 +486,7 @@ int lw_loop_suspend(lw_loop *m)
     m->suspended = 1;
     m->running = 0;
     thread = m->thread;
-    pthread_cond_broadcast(&m->tick_cond);
+    wake_sampler(m);
     pthread_cond_broadcast(&m->event_cond);
     pthread_mutex_unlock(&m->mutex);
     pthread_join(thread, NULL);
@@ -344,6 +517,8 @@ int lw_loop_resume_thread(lw_loop *m)
     }
     m->suspended = 0;
     m->stopping = 0;
+    if (m->wake.read_fd >= 0)
+        (void)lw_ping_drain(&m->wake);
     err = pthread_create(&m->thread, NULL, sampler_main, m);
     if (err == 0) {
         m->running = 1;
@@ -395,7 +570,55 @@ void lw_loop_set_loop_thread(lw_loop *m, const lw_threadcpu *t)
 {
     pthread_mutex_lock(&m->mutex);
     m->loop_thread = *t;
+    lw_selectwait_set(&m->selectwait, t->valid ? t->tid : 0, m->ping.read_fd);
     pthread_mutex_unlock(&m->mutex);
+}
+
+int lw_loop_ping_fd(lw_loop *m)
+{
+    int fd, err = 0;
+    pthread_mutex_lock(&m->mutex);
+    if (m->ping.read_fd < 0)
+        err = lw_ping_open(&m->ping);
+    fd = m->ping.read_fd;
+    if (err == 0)
+        lw_selectwait_set(&m->selectwait, m->loop_thread.valid ? m->loop_thread.tid : 0, fd);
+    pthread_mutex_unlock(&m->mutex);
+    return err ? -err : fd;
+}
+
+void lw_loop_set_ping(lw_loop *m, int on)
+{
+    atomic_store(&m->ping_on, on ? 1 : 0);
+}
+
+int64_t lw_loop_ping_answer(lw_loop *m, int64_t now_ns)
+{
+    int64_t sent;
+    int got = m->ping.read_fd >= 0 ? lw_ping_drain(&m->ping) : 0;
+    atomic_store_explicit(&m->heartbeat_ns, now_ns, memory_order_release);
+    sent = atomic_load(&m->ping_sent_ns);
+    if (!got || sent <= 0)
+        return -1;
+    return now_ns > sent ? now_ns - sent : 0;
+}
+
+void lw_loop_ping_poke(lw_loop *m)
+{
+    if (m->ping.write_fd >= 0)
+        (void)lw_ping_send(&m->ping);
+}
+
+int64_t lw_loop_take_idle_answers(lw_loop *m)
+{
+    return atomic_exchange(&m->idle_answers, 0);
+}
+
+void lw_loop_ping_counts(const lw_loop *m, int64_t *sent, int64_t *skipped, int64_t *sleeps)
+{
+    *sent = atomic_load(&((lw_loop *)m)->pings_sent);
+    *skipped = atomic_load(&((lw_loop *)m)->pings_skipped);
+    *sleeps = atomic_load(&((lw_loop *)m)->idle_sleeps);
 }
 
 int lw_loop_wait_event(lw_loop *m, int64_t timeout_ns, lw_loop_event *out)
@@ -488,6 +711,16 @@ void lw_loop_after_fork_child(lw_loop *m)
     m->suspended = 0;
     m->in_stall = 0;
     m->queue_head = m->queue_len = 0;
+    /* The ping's fd is shared with the parent, whose loop watches it: a
+     * ping sent or drained here would be the parent's. Leave it open (the
+     * child's copy of the loop may still list it) and open a new one if a
+     * monitor runs in the child. The syscall file was the parent thread's. */
+    m->ping.read_fd = m->ping.write_fd = -1;
+    m->wake.read_fd = m->wake.write_fd = -1; /* the parent's sampler's */
+    atomic_store(&m->ping_on, 0);
+    atomic_store(&m->ping_sent_ns, 0);
+    lw_selectwait_close(&m->selectwait);
+    lw_selectwait_init(&m->selectwait);
     if (atomic_load(&m->record_seq) & 1u)
         atomic_fetch_add(&m->record_seq, 1);
 }

@@ -134,6 +134,40 @@ typedef struct lw_loop_live {
 
 void lw_loop_read_live(const lw_loop *m, lw_loop_live *out);
 
+/* Ping mode (the default of LoopMonitor): instead of a timer callback that
+ * beats every resolution, the sampler pings the loop after each pass
+ * (lw_ping.h), once the loop answered the last ping, and the loop's reader
+ * callback answers with lw_loop_ping_answer, which is its heartbeat. So the
+ * loop pays one callback per resolution when busy, and none when idle: a
+ * loop thread asleep in the selector that watches the ping
+ * (lw_selectwait.h) counts as having answered and is not pinged.
+ *
+ * lw_loop_ping_fd: the fd the loop must watch for reading, opened on first
+ * call and kept until lw_loop_free; -errno if none could be opened.
+ * lw_loop_set_ping: ping mode on or off (off: lw_loop_heartbeat beats).
+ * lw_loop_ping_answer (loop thread): drain the ping, beat at now_ns; the
+ * ping's age (how long the loop took to answer, ns), or -1 if none pending.
+ * lw_loop_ping_poke: one ping now, from any thread (wakes the loop so that
+ * a stopped monitor's reader can remove itself).
+ * lw_loop_ping_counts: pings sent, pings skipped (the loop was idle in its
+ * selector) and idle sleeps taken (see below) so far.
+ *
+ * Idle sleeps: once a pass proved the loop asleep in its selector, the
+ * sampler sleeps until the loop can wake, not every resolution: in poll()
+ * on the loop's epoll fd (readable when a fd the loop watches is ready,
+ * which wakes the loop too) until the epoll wait's own timeout, and at most
+ * the stall threshold (a signal handled in the loop thread wakes it without
+ * either). An idle loop costs the process a wake-up per threshold. */
+int lw_loop_ping_fd(lw_loop *m);
+void lw_loop_set_ping(lw_loop *m, int on);
+int64_t lw_loop_ping_answer(lw_loop *m, int64_t now_ns);
+void lw_loop_ping_poke(lw_loop *m);
+void lw_loop_ping_counts(const lw_loop *m, int64_t *sent, int64_t *skipped, int64_t *sleeps);
+/* The pings not sent since the last call because the loop was proved
+ * idle (one per tick): delay samples of 0, which the loop's side records
+ * (it owns the delay histograms). */
+int64_t lw_loop_take_idle_answers(lw_loop *m);
+
 /* In a forked child: the sampler thread does not exist there. Forget it
  * without joining and leave the sampler cleanly stopped (restartable). */
 void lw_loop_after_fork_child(lw_loop *m);

@@ -82,6 +82,9 @@ async def single() -> None:
         if pid == 0:
             os._exit(child_checks(monitor, diag))
         found["pause"] = time.monotonic() - t0
+        # A restarted native thread names itself once it runs: wait for the
+        # names (a thread that never came back is still missing after it).
+        await wait_for(lambda: set(found["threads_before"]) <= set(threads_now()))
         found["threads_after"] = threads_now()
         # Waited for in a thread: a loop blocked in waitpid (as long as a
         # loaded machine takes to run the child) would be real lag.

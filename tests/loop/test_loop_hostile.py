@@ -3,7 +3,8 @@ number of monitors on one loop, and on_stall callbacks that stop, restart,
 raise or take snapshots. Every case runs on both implementations and on
 asyncio and uvloop.
 
-The hook chains are checked without reading the loop's or the selector's
+The hook chains (the run and close hooks, and the select wrapper of
+``exact_utilization=True``) are checked without reading the loop's or the selector's
 ``__dict__`` (see docs/architecture.md): a wrapper is recognized by its
 owner (the bound method's ``__self__``) and the monitor's own links; an
 attribute that is back to the original equals the class's method bound to
@@ -107,8 +108,10 @@ def _run_until_every_monitor_ticks(loop, monitors, timeout=10.0):
 def test_overlapping_monitors_from_the_issue(impl, loop):
     """a.start(); b.start(); a.stop(); b.stop(); a.start(): a's select
     wrapper wrapped itself (native: segfault, twin: RecursionError)."""
-    a = impl.LoopMonitor(loop, resolution=0.001, stall_threshold=1.0)
-    b = impl.LoopMonitor(loop, resolution=0.001, stall_threshold=1.0)
+    a = impl.LoopMonitor(loop, resolution=0.001, stall_threshold=1.0,
+                         exact_utilization=True)
+    b = impl.LoopMonitor(loop, resolution=0.001, stall_threshold=1.0,
+                         exact_utilization=True)
     a.start()
     b.start()
     a.stop()
@@ -123,8 +126,10 @@ def test_overlapping_monitors_from_the_issue(impl, loop):
 
 
 def test_a_thousand_overlaps_leave_nothing_behind(impl, loop):
-    a = impl.LoopMonitor(loop, resolution=0.001, stall_threshold=1.0)
-    b = impl.LoopMonitor(loop, resolution=0.001, stall_threshold=1.0)
+    a = impl.LoopMonitor(loop, resolution=0.001, stall_threshold=1.0,
+                         exact_utilization=True)
+    b = impl.LoopMonitor(loop, resolution=0.001, stall_threshold=1.0,
+                         exact_utilization=True)
     for _ in range(1000):
         a.start()
         b.start()
@@ -150,7 +155,8 @@ def test_a_stopped_wrapper_under_a_foreign_one_is_a_pass_through(impl, loop, kin
     obj = loop if kind != "select" else getattr(loop, "_selector", None)
     if obj is None:
         pytest.skip("uvloop has no selector")
-    a = impl.LoopMonitor(loop, resolution=0.001, stall_threshold=1.0).start()
+    a = impl.LoopMonitor(loop, resolution=0.001, stall_threshold=1.0,
+                         exact_utilization=True).start()
     wrapped = getattr(obj, kind)
     calls = []
 
@@ -174,7 +180,8 @@ def test_a_stopped_wrapper_under_a_foreign_one_is_a_pass_through(impl, loop, kin
     if kind != "close":
         assert calls  # the chain went through the foreign wrapper
     setattr(obj, kind, wrapped)  # the foreign wrapper leaves, putting back what it found
-    b = impl.LoopMonitor(loop, resolution=0.001, stall_threshold=1.0).start()
+    b = impl.LoopMonitor(loop, resolution=0.001, stall_threshold=1.0,
+                         exact_utilization=True).start()
     _check_chains(loop, [a, b])  # the pass-through was cut out
     _run_until_every_monitor_ticks(loop, [a, b])
     b.stop()
@@ -187,7 +194,8 @@ def test_a_restart_inside_a_run_follows_the_loop(impl, loop, ending):
     wrapper: the end of that run is still seen (the monitor pauses: a loop
     that is not running is not stalled)."""
     stalls = Stalls()
-    monitor = impl.LoopMonitor(loop, resolution=0.002, stall_threshold=0.02, on_stall=stalls)
+    monitor = impl.LoopMonitor(loop, resolution=0.002, stall_threshold=0.02, on_stall=stalls,
+                               exact_utilization=True)
     monitor.start()
 
     async def restart():
@@ -218,7 +226,8 @@ def test_random_start_stop_orders_keep_exact_chains(impl, loop_kind):
         def __init__(self) -> None:
             super().__init__()
             self.loop = new_loop(loop_kind)
-            self.monitors = [impl.LoopMonitor(self.loop, resolution=0.001, stall_threshold=1.0)
+            self.monitors = [impl.LoopMonitor(self.loop, resolution=0.001, stall_threshold=1.0,
+                                              exact_utilization=True)
                              for _ in range(MAX_MONITORS)]
 
         @rule(i=st.integers(0, MAX_MONITORS - 1))

@@ -59,6 +59,12 @@ cdef extern from "lw_loop.h" nogil:
     int64_t lw_loop_sample_count(const lw_loop *m)
     int64_t lw_loop_dropped_events(const lw_loop *m)
     void lw_loop_after_fork_child(lw_loop *m)
+    int lw_loop_ping_fd(lw_loop *m)
+    void lw_loop_set_ping(lw_loop *m, int on)
+    int64_t lw_loop_ping_answer(lw_loop *m, int64_t now_ns)
+    void lw_loop_ping_poke(lw_loop *m)
+    int64_t lw_loop_take_idle_answers(lw_loop *m)
+    void lw_loop_ping_counts(const lw_loop *m, int64_t *sent, int64_t *skipped, int64_t *sleeps)
     ctypedef struct lw_loop_live:
         int running
         int paused
@@ -230,6 +236,127 @@ cdef class _NativeCore:
     def after_fork_child(self):
         lw_loop_after_fork_child(self._m)
 
+    def ping_fd(self):
+        """The fd the loop watches for the sampler's pings (opened once)."""
+        cdef int fd = lw_loop_ping_fd(self._m)
+        if fd < 0:
+            raise OSError(-fd, "cannot open the loop monitor's ping")
+        return fd
+
+    def set_ping(self, bint on):
+        """Ping mode on (the sampler pings, the loop answers) or off."""
+        lw_loop_set_ping(self._m, on)
+
+    def poke(self):
+        """One ping now, from any thread: wakes the loop."""
+        lw_loop_ping_poke(self._m)
+
+    def ping_counts(self):
+        """(pings sent, pings skipped because the loop was idle in its
+        selector, idle sleeps) since the core was made."""
+        cdef int64_t sent = 0, skipped = 0, sleeps = 0
+        lw_loop_ping_counts(self._m, &sent, &skipped, &sleeps)
+        return sent, skipped, sleeps
+
+
+cdef class _NativePing:
+    """The loop's answer to the sampler's ping: a reader callback on the
+    ping's fd (add_reader, asyncio and uvloop alike) that drains it, stores
+    the heartbeat in native memory and records how long the ping waited
+    (the delay, microseconds). Nothing runs between pings: no timer, no
+    wrapper. It runs with the GIL, which also makes its index read and its
+    recording one step with respect to swap_delay()."""
+
+    cdef _NativeCore _core
+    cdef object _loop
+    cdef readonly int _fd  # the ping's fd the loop watches
+    cdef Histogram _delay_a
+    cdef Histogram _delay_b
+    cdef lw_hdr *_delay[2]
+    cdef int _index
+    cdef bint _active
+    cdef bint _reading
+    cdef public object thread_id
+
+    def __cinit__(self, _NativeCore core not None, loop, double resolution,
+                  Histogram delay_a not None, Histogram delay_b not None, int delay_index=0):
+        self._core = core
+        self._loop = loop
+        self._fd = core.ping_fd()
+        self._delay_a = delay_a
+        self._delay_b = delay_b
+        self._delay[0] = delay_a._h
+        self._delay[1] = delay_b._h
+        self._index = delay_index & 1
+        self._active = False
+        self._reading = False
+        self.thread_id = None
+
+    @property
+    def delay_index(self):
+        return self._index
+
+    def arm(self):
+        """In the loop thread: watch the ping from now (the loop runs)."""
+        self.thread_id = threading.get_ident()
+        self._core.capture_loop_thread()
+        lw_loop_resume(self._core._m, lw_loop_now_ns())
+        self._loop.add_reader(self._fd, self)
+        self._reading = True
+        self._active = True
+        lw_loop_set_ping(self._core._m, 1)
+
+    def disarm(self):
+        """In the loop thread: stop answering (the loop stops running)."""
+        self._active = False
+        lw_loop_set_ping(self._core._m, 0)
+        lw_loop_pause(self._core._m)
+        self._unwatch()
+
+    cdef _unwatch(self):
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def disarm_from_any_thread(self):
+        """Stop answering; the loop removes the reader at its next call,
+        which a ping sent now brings."""
+        self._active = False
+        lw_loop_set_ping(self._core._m, 0)
+        lw_loop_pause(self._core._m)
+        lw_loop_ping_poke(self._core._m)
+
+    def deactivate(self):
+        self._active = False
+        lw_loop_set_ping(self._core._m, 0)
+        lw_loop_ping_poke(self._core._m)
+
+    def __call__(self):
+        cdef int64_t waited
+        if not self._active:
+            lw_loop_ping_answer(self._core._m, lw_loop_now_ns())  # drain it
+            self._unwatch()
+            return
+        waited = lw_loop_ping_answer(self._core._m, lw_loop_now_ns())
+        if waited >= 0:
+            lw_hdr_record(self._delay[self._index], waited // 1000, 1)
+
+    def swap_delay(self):
+        """Swap the delay histograms; the index of the one drained, which
+        first gets the idle answers (0) counted since the last swap."""
+        cdef int was = self._index
+        cdef int64_t idle = lw_loop_take_idle_answers(self._core._m)
+        if idle > 0:
+            lw_hdr_record(self._delay[was], 0, idle)
+        self._index = 1 - was
+        return was
+
+    def after_fork_child(self):
+        # The loop's reader is the parent's too (a forked epoll set is
+        # shared): never touch it here.
+        self._active = False
+        self._reading = False
+
 
 cdef class _NativeTick:
     """The loop callback: every resolution, store the heartbeat in native
@@ -357,15 +484,18 @@ class LoopMonitor(LoopMonitorBase):
     __doc__ = LoopMonitorBase.__doc__
     _Core = _NativeCore
     _Tick = _NativeTick
+    _Ping = _NativePing
     _SelectTimer = _NativeSelectTimer
     _Histogram = _Histogram
     _implementation = "native"
 
 
-def watch(*, resolution=0.01, stall_threshold=0.1, on_stall=None, capture_stack=True):
+def watch(*, resolution=0.01, stall_threshold=0.1, on_stall=None, capture_stack=True,
+          exact_utilization=False):
     """A monitor of the running loop: ``async with loopwatch.watch() as m:``.
 
     Takes LoopMonitor's options (but no loop: it watches the loop running
     at ``async with``); stops when the block exits.
     """
-    return LoopMonitor(None, resolution, stall_threshold, on_stall, capture_stack)
+    return LoopMonitor(None, resolution, stall_threshold, on_stall, capture_stack,
+                       exact_utilization)

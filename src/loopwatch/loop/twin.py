@@ -10,6 +10,7 @@ could not see in time as such, late.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -23,6 +24,94 @@ __all__ = ["LoopMonitor", "watch"]
 
 _QUEUE = 64
 _MAX_BACKFILL = 10_000
+_SELECTWAIT_RECHECK_NS = 1_000_000_000
+
+
+def _epoll_wait_numbers() -> frozenset[int]:
+    """The system call numbers of epoll waits on this machine (Linux)."""
+    import platform
+
+    return frozenset({
+        "x86_64": (232, 281, 441),
+        "aarch64": (22, 441),
+        "riscv64": (22, 441),
+        "i686": (256, 319, 441),
+        "i386": (256, 319, 441),
+    }.get(platform.machine(), ()))
+
+
+class _SelectWait:
+    """Is a thread asleep in epoll on a set that watches a given fd? The
+    twin of ext/platform/lw_selectwait_linux.c (see lw_selectwait.h): the
+    thread's /proc syscall file (a kept-open fd, one pread) and the epoll
+    fd's fdinfo (re-read once a second and when the epoll fd changes)."""
+
+    def __init__(self) -> None:
+        self._tid = 0
+        self._watched = -1
+        self._fd = -1
+        self._epfd = -1
+        self._epfd_at = 0
+        self._broken = not sys.platform.startswith("linux")
+        self._numbers = _epoll_wait_numbers() if not self._broken else frozenset()
+
+    def set(self, tid: int, watched_fd: int) -> None:
+        if (tid, watched_fd) == (self._tid, self._watched):
+            return
+        self.close()
+        self._tid, self._watched = tid, watched_fd
+        self._broken = not self._numbers
+
+    def close(self) -> None:
+        fd, self._fd, self._epfd = self._fd, -1, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def check(self, now_ns: int) -> bool:
+        if self._broken or self._tid <= 0 or self._watched < 0:
+            return False
+        try:
+            if self._fd < 0:
+                self._fd = os.open(f"/proc/self/task/{self._tid}/syscall",
+                                   os.O_RDONLY | os.O_CLOEXEC)
+            fields = os.pread(self._fd, 256, 0).split()
+        except OSError:
+            self._broken = True
+            return False
+        try:
+            if int(fields[0]) not in self._numbers:
+                return False
+            epfd = int(fields[1], 16)
+        except (ValueError, IndexError):
+            return False  # "running"
+        if epfd != self._epfd or now_ns - self._epfd_at > _SELECTWAIT_RECHECK_NS:
+            self._epfd = -1
+            try:
+                with open(f"/proc/self/fdinfo/{epfd}", "rb") as f:
+                    info = f.read(4096)
+            except OSError:
+                return False
+            targets = {line.split()[1] for line in info.splitlines()
+                       if line.startswith(b"tfd:") and len(line.split()) > 1}
+            if str(self._watched).encode() not in targets:
+                return False
+            self._epfd, self._epfd_at = epfd, now_ns
+        return True
+
+
+def _open_ping() -> tuple[int, int]:
+    """(read fd, write fd) of a ping: an eventfd where there is one, else
+    a pipe; non-blocking, close-on-exec (lw_ping.h)."""
+    if hasattr(os, "eventfd"):
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        return fd, fd
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    return r, w
 
 
 class _PyCore:
@@ -53,7 +142,23 @@ class _PyCore:
         # stall seen late starts from there (see _begin_stall).
         self._times: tuple[int | None, int | None] = (None, None)
         self._times_at = 0
+        self._ping: tuple[int, int] | None = None  # (read fd, write fd), kept
+        self._ping_on = False
+        self._ping_sent = 0
+        self._pings_sent = 0
+        self._pings_skipped = 0
+        self._idle_answers = 0  # delay samples of 0: pings a proved-idle loop was spared
+        self._selectwait = _SelectWait()
         self._init_sync()
+
+    def __del__(self) -> None:
+        ping, self._ping = getattr(self, "_ping", None), None
+        if ping is not None:
+            for fd in set(ping):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def _init_sync(self) -> None:
         self._active = 0
@@ -196,12 +301,81 @@ class _PyCore:
             self._end_stall(heartbeat, now)
         if not self._in_stall and stale > self._thr:
             self._begin_stall(heartbeat, now, late)
+        if self._ping_on and self._ping is not None:
+            self._ping_or_skip(now)
         if not self._in_stall:
             # The baseline of the next stall's cause: this sampler needs the
             # GIL, so it sees a GIL-holding stall only after it; the loop
             # thread's times from before it tell what it did meanwhile.
             self._times, self._times_at = self.loop_thread_times(), time.monotonic_ns()
         return tick + due * res, heartbeat
+
+    def _ping_or_skip(self, now: int) -> None:
+        """Ping the loop if it answered the last ping, unless it is asleep
+        in its selector (then that is its answer; see lw_loop.c)."""
+        assert self._ping is not None
+        if self._heartbeat < self._ping_sent:
+            return
+        if self._selectwait.check(now):
+            self._heartbeat = max(self._heartbeat, now)
+            self._pings_skipped += 1
+            self._idle_answers += 1
+            return
+        self._ping_sent = now
+        try:
+            os.write(self._ping[1], b"\x01\0\0\0\0\0\0\0")
+        except BlockingIOError:
+            pass  # pending already
+        except OSError:
+            return
+        self._pings_sent += 1
+
+    # -- the ping (see lw_loop.h) --------------------------------------------
+    def ping_fd(self) -> int:
+        """The fd the loop watches for the sampler's pings (opened once)."""
+        with self._mutex:
+            if self._ping is None:
+                self._ping = _open_ping()
+                self._selectwait.set(self._native_id or 0, self._ping[0])
+            return self._ping[0]
+
+    def set_ping(self, on: bool) -> None:
+        self._ping_on = on
+
+    def poke(self) -> None:
+        """One ping now, from any thread: wakes the loop."""
+        if self._ping is not None:
+            try:
+                os.write(self._ping[1], b"\x01\0\0\0\0\0\0\0")
+            except OSError:
+                pass
+
+    def ping_answer(self, now_ns: int) -> int:
+        """The loop thread: drain the ping and beat; how long the ping had
+        waited (ns), or -1 if none was pending."""
+        got = False
+        if self._ping is not None:
+            try:
+                got = bool(os.read(self._ping[0], 4096))
+            except OSError:
+                pass
+        self._heartbeat = now_ns
+        sent = self._ping_sent
+        if not got or sent <= 0:
+            return -1
+        return max(0, now_ns - sent)
+
+    def take_idle_answers(self) -> int:
+        """The pings not sent since the last call because the loop was
+        proved idle: delay samples of 0 (see lw_loop.h)."""
+        with self._mutex:
+            taken, self._idle_answers = self._idle_answers, 0
+        return taken
+
+    def ping_counts(self) -> tuple[int, int, int]:
+        """(pings sent, pings skipped, idle sleeps: none, the twin samples
+        every resolution)."""
+        return self._pings_sent, self._pings_skipped, 0
 
     def _push(self, event: Event) -> None:
         if len(self._events) >= _QUEUE:
@@ -251,6 +425,9 @@ class _PyCore:
             except OSError:
                 pass
         native_id = threading.get_native_id()
+        if self._ping is not None:
+            with self._mutex:
+                self._selectwait.set(native_id, self._ping[0])
         if native_id != self._native_id:
             self._native_id = native_id
             fd, self._schedstat_fd = self._schedstat_fd, -1
@@ -322,6 +499,10 @@ class _PyCore:
 
     def after_fork_child(self) -> None:
         self._init_sync()
+        # The ping is shared with the parent, whose loop watches it: left
+        # open (the child's copy of the loop may list it), not used here.
+        self._ping, self._ping_on, self._ping_sent = None, False, 0
+        self._selectwait = _SelectWait()
         fd, self._schedstat_fd, self._native_id = self._schedstat_fd, -1, None
         if fd >= 0:  # the parent's thread's
             try:
@@ -404,6 +585,91 @@ class _PyTick:
         self._handle = None
 
 
+class _PyPing:
+    """The loop's answer to the sampler's ping: a reader callback on the
+    ping's fd that drains it, beats, and records how long the ping waited
+    (the delay, microseconds). Nothing runs in the loop between pings."""
+
+    def __init__(self, core: _PyCore, loop: Any, resolution: float, delay_a: Histogram,
+                 delay_b: Histogram, delay_index: int = 0) -> None:
+        self._core = core
+        self._loop = loop
+        self._fd = core.ping_fd()
+        self._delay = (delay_a, delay_b)
+        self._index = delay_index
+        self._lock = threading.Lock()
+        self._active = False
+        self._reading = False
+        self.thread_id: int | None = None
+
+    @property
+    def delay_index(self) -> int:
+        return self._index
+
+    def arm(self) -> None:
+        """In the loop thread: watch the ping from now (the loop runs)."""
+        self.thread_id = threading.get_ident()
+        self._core.capture_loop_thread()
+        self._core.resume(time.monotonic_ns())
+        self._loop.add_reader(self._fd, self)
+        self._reading = True
+        self._active = True
+        self._core.set_ping(True)
+
+    def disarm(self) -> None:
+        """In the loop thread: stop answering (the loop stops running)."""
+        self._active = False
+        self._core.set_ping(False)
+        self._core.pause()
+        self._unwatch()
+
+    def _unwatch(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def disarm_from_any_thread(self) -> None:
+        """Stop answering; the loop removes the reader at its next call,
+        which a ping sent now brings."""
+        self._active = False
+        self._core.set_ping(False)
+        self._core.pause()
+        self._core.poke()
+
+    def deactivate(self) -> None:
+        self._active = False
+        self._core.set_ping(False)
+        self._core.poke()
+
+    def __call__(self) -> None:
+        if not self._active:
+            self._core.ping_answer(time.monotonic_ns())  # drain it
+            self._unwatch()
+            return
+        waited = self._core.ping_answer(time.monotonic_ns())
+        if waited >= 0:
+            with self._lock:
+                self._delay[self._index].record(waited // 1000)
+
+    def swap_delay(self) -> int:
+        """Swap the delay histograms; the index of the one drained, which
+        first gets the idle answers (0) counted since the last swap."""
+        idle = self._core.take_idle_answers()
+        with self._lock:
+            was = self._index
+            if idle:
+                self._delay[was].record(0, idle)
+            self._index = 1 - was
+        return was
+
+    def after_fork_child(self) -> None:
+        # The loop's reader is the parent's too (a forked epoll set is
+        # shared): never touch it here.
+        self._lock = threading.Lock()
+        self._active = False
+        self._reading = False
+
+
 class _PySelectTimer:
     """Wraps a selector's select() and adds up the time spent inside it;
     once inactive (its monitor stopped), a pure pass-through."""
@@ -440,6 +706,7 @@ class LoopMonitor(LoopMonitorBase):
     __doc__ = LoopMonitorBase.__doc__
     _Core = _PyCore
     _Tick = _PyTick
+    _Ping = _PyPing
     _SelectTimer = _PySelectTimer
     _Histogram = Histogram
     _implementation = "python"
@@ -451,10 +718,12 @@ def watch(
     stall_threshold: float = 0.1,
     on_stall: Callable[[StallEvent], Any] | None = None,
     capture_stack: bool = True,
+    exact_utilization: bool = False,
 ) -> LoopMonitor:
     """A monitor of the running loop: ``async with loopwatch.watch() as m:``.
 
     Takes LoopMonitor's options (but no loop: it watches the loop running
     at ``async with``); stops when the block exits.
     """
-    return LoopMonitor(None, resolution, stall_threshold, on_stall, capture_stack)
+    return LoopMonitor(None, resolution, stall_threshold, on_stall, capture_stack,
+                       exact_utilization)
