@@ -22,6 +22,7 @@ def test_native_wheel_survives_out_of_memory(tmp_path):
     exe = tmp_path / "wheel_enomem"
     base = [CC, "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'ext' / 'wheel'}",
             str(ROOT / "tests" / "c" / "wheel_enomem.c"), str(ROOT / "ext" / "wheel" / "lw_wheel.c"),
+            str(ROOT / "ext" / "wheel" / "lw_slots.c"),
             "-Wl,--wrap=realloc", "-lm", "-o", str(exe)]
     sanitized = base[:1] + ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"] + base[1:]
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
