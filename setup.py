@@ -28,6 +28,7 @@ def _flag(name):
 NATIVE_MODULES = {
     "loopwatch.hdr.native": ["hdr"],
     "loopwatch.sessions.wheel_native": ["wheel"],
+    "loopwatch.sessions.native": ["sessions", "wheel", "platform"],
     "loopwatch.loop.native": ["hdr", "loop", "platform"],
     "loopwatch.status.native": ["hdr", "loop", "platform", "status"],
 }

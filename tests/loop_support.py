@@ -23,6 +23,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOOP_KINDS = ["asyncio", "uvloop"]
 
 
+def new_registry(impl: Any, **kwargs: Any) -> Any:
+    """A SessionRegistry of the implementation under test: the native C
+    table, or the pure-Python twin on the pure-Python wheel."""
+    if impl.name == "python":
+        kwargs.setdefault("wheel_factory", impl.TimerWheel)
+    return impl.SessionRegistry(**kwargs)
+
+
 def new_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind == "asyncio":
         return asyncio.SelectorEventLoop()

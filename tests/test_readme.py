@@ -94,8 +94,9 @@ def test_sessions_example_tells_the_story_it_shows(impl, monkeypatch):
     import loopwatch
 
     now = [1000.0]
+    wheel = {"wheel_factory": impl.TimerWheel} if impl.name == "python" else {}
     monkeypatch.setattr(loopwatch, "SessionRegistry", functools.partial(
-        loopwatch.SessionRegistry, clock=lambda: now[0], wheel_factory=impl.TimerWheel))
+        impl.SessionRegistry, clock=lambda: now[0], **wheel))
     namespace: dict = {}
     exec(compile(_section_code("## Sessions"), "README.md (sessions)", "exec"), namespace)
     registry, store = namespace["registry"], namespace["sessions_on_disk"]

@@ -46,9 +46,10 @@ extern "C" {
 #define LW_SLOTS_MIN_HORIZON_SECONDS (2.0 * 365.25 * 86400.0)
 
 typedef struct lw_slot_links {
-    uint32_t next; /* the slot's list */
+    uint32_t next;  /* the slot's list */
     uint32_t prev;
-    uint16_t slot; /* level * 64 + index, or LW_SLOTS_NONE */
+    uint16_t slot;  /* level * 64 + index, or LW_SLOTS_NONE */
+    uint8_t tag[2]; /* the node's owner's (padding otherwise): never touched here */
 } lw_slot_links;
 
 typedef struct lw_slots {

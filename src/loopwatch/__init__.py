@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 from .loop.stats import LatencyStats, LoopStats, LoopWindow, StackFrame, StallEvent
-from ._selector import IMPLEMENTATION, Histogram, LoopMonitor, TimerWheel, watch
-from .sessions.registry import RegistryFull, SessionEvent, SessionRegistry, SessionScope, SessionView
+from ._selector import IMPLEMENTATION, Histogram, LoopMonitor, SessionRegistry, TimerWheel, watch
+from .sessions.registry import RegistryFull, SessionEvent, SessionScope, SessionView
 from .status.client import StatusUnavailable, query_status
 from .status.paths import StatusFolderError, status_socket_path
 from .gateway.liveness import LivenessReport, LivenessThresholds

@@ -30,6 +30,7 @@ _TWINS: dict[str, tuple[str, str]] = {
     "LoopMonitor": ("loop.native", "loop.twin"),
     "watch": ("loop.native", "loop.twin"),
     "StatusCore": ("status.native", "status.twin"),
+    "SessionRegistry": ("sessions.native", "sessions.twin"),
 }
 
 
@@ -81,6 +82,7 @@ if TYPE_CHECKING:
     from .hdr.twin import Histogram as Histogram
     from .loop.twin import LoopMonitor as LoopMonitor
     from .loop.twin import watch as watch
+    from .sessions.twin import SessionRegistry as SessionRegistry
     from .sessions.wheel_twin import TimerWheel as TimerWheel
     from .status.twin import StatusCore as StatusCore
 
@@ -93,3 +95,4 @@ else:
     LoopMonitor = _chosen.LoopMonitor
     watch = _chosen.watch
     StatusCore = _chosen.StatusCore
+    SessionRegistry = _chosen.SessionRegistry

@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from loopwatch import SessionRegistry
+from loop_support import new_registry
 from loopwatch.sessions.registry import MAX_CHECK_AHEAD, STATES
 
 
@@ -199,8 +199,7 @@ def clock():
 def make(impl, clock):
     def make(**kwargs):
         kwargs.setdefault("clock", clock)
-        kwargs.setdefault("wheel_factory", impl.TimerWheel)
-        return SessionRegistry(**kwargs)
+        return new_registry(impl, **kwargs)
 
     return make
 
@@ -213,7 +212,7 @@ def consistent(reg):
     for state in STATES:
         assert counts[state] == sum(v.state == state for v in views)
     scheduled = sum(v.state in ("processing", "waiting") for v in views)
-    assert len(reg._wheel) == scheduled  # no idle_timeout in these tests
+    assert reg._filed() == scheduled  # no idle_timeout in these tests
 
 
 # -- 2. the registry re-entered: never a deadlock ------------------------------------------
@@ -350,7 +349,7 @@ def test_check_runs_no_id_code(make, clock):
     clock.t += 3
     evicted = reg.check()
     assert [e.reason for e in evicted] == ["stuck_too_long"] * 6
-    assert len(reg) == 0 and len(reg._wheel) == 0
+    assert len(reg) == 0 and reg._filed() == 0
     consistent(reg)
 
 
@@ -383,14 +382,14 @@ def test_check_refuses_a_now_far_ahead_of_the_clock(make, clock):
     reg = make(stuck_after=120)
     for i in range(100):
         reg.open(i, state="processing")
-    cursor = reg._wheel.time
+    cursor = reg._wheel_time()
     with pytest.raises(ValueError, match="MAX_CHECK_AHEAD"):
         reg.check(now=1.7e9)
-    assert reg._wheel.time == cursor  # the wheel was not touched
+    assert reg._wheel_time() == cursor  # the wheel was not touched
     assert reg.check(now=clock.t + MAX_CHECK_AHEAD) == []
-    assert reg._wheel.time == clock.t + MAX_CHECK_AHEAD
+    assert reg._wheel_time() == clock.t + MAX_CHECK_AHEAD
     assert reg.check(now=clock.t - 100) == []  # behind: counts as the latest time
-    assert reg._wheel.time == clock.t + MAX_CHECK_AHEAD
+    assert reg._wheel_time() == clock.t + MAX_CHECK_AHEAD
     clock.t += 120
     assert len(reg.check()) == 100
 

@@ -1,5 +1,6 @@
-"""SessionRegistry on both TimerWheel implementations, driven by a fake clock:
-the seed report's scenario, every event kind, lifetimes, bad input."""
+"""SessionRegistry on both implementations (the native C table, and the
+pure-Python twin on the pure wheel), driven by a fake clock: the seed
+report's scenario, every event kind, lifetimes, bad input."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import threading
 
 import pytest
 
-from loop_support import new_loop
+from loop_support import new_loop, new_registry
 
 from loopwatch import RegistryFull, SessionEvent, SessionRegistry, SessionView
 from loopwatch.sessions.registry import STATES
@@ -65,11 +66,10 @@ def clock():
 @pytest.fixture
 def make(impl, clock):
     def make(counting=False, **kwargs):
-        if counting:
+        if counting and impl.name == "python":
             kwargs["wheel_factory"] = lambda *a, **k: CountingWheel(impl.TimerWheel(*a, **k))
         kwargs.setdefault("clock", clock)
-        kwargs.setdefault("wheel_factory", impl.TimerWheel)
-        return SessionRegistry(**kwargs)
+        return new_registry(impl, **kwargs)
 
     return make
 
@@ -80,7 +80,7 @@ def kinds(events):
 
 # -- the seed report ----------------------------------------------------------------
 
-def test_seed_report_ghost_is_reported_then_backs_off_then_is_evicted(make, clock, caplog):
+def test_seed_report_ghost_is_reported_then_backs_off_then_is_evicted(impl, make, clock, caplog):
     """A session left `processing` by a client that vanished: reported once,
     then with backoff, then evicted as a ghost by the store check; a checker
     running every 30 s never touches it in between, and the registry ends
@@ -95,7 +95,6 @@ def test_seed_report_ghost_is_reported_then_backs_off_then_is_evicted(make, cloc
     evicted = []
     reg = make(stuck_after=120, report_backoff=2, max_report_interval=1800,
                evict_after=3600, store=in_store, on_evict=evicted.append, counting=True)
-    wheel = reg._wheel
     ghost = "41befe2c-8c01-4f75-a662-2d47eb34d7bc"
     t0 = clock.t
     reg.open(ghost, key="agent:main:main", state="processing")
@@ -121,11 +120,18 @@ def test_seed_report_ghost_is_reported_then_backs_off_then_is_evicted(make, cloc
     ]
     assert len(reg) == 0 and ghost not in reg
     assert reg.counts() == dict.fromkeys(STATES, 0)
-    assert len(wheel) == 0
+    assert reg._filed() == 0
     # the store was asked at each report only, never on the 30 s ticks
     assert [(t - t0, sid) for t, sid in asked] == [(120, ghost), (360, ghost), (840, ghost)]
-    # only due entries ever came out of the wheel: 3 events, 3 expiries
-    assert wheel.expired == 3
+    if impl.name == "python":
+        # only due entries ever came out of the wheel: 3 events, 3 expiries
+        assert reg._wheel.expired == 3
+    else:
+        # the C table files each session at its next wake and leaves it
+        # there on heartbeats: a check looks at a session only when its
+        # slot comes due (the healthy one, every ~120 s of heartbeats,
+        # through at most 3 levels), never at every 30 s tick
+        assert reg._examined() <= 3 + 3 * 4
     assert [v.session_id for v in evicted] == [ghost]
     lines = [r.getMessage() for r in caplog.records if r.name == "loopwatch.sessions"]
     assert lines[0] == (
@@ -191,7 +197,7 @@ def test_idle_and_queued_sessions_never_get_stuck(make, clock):
     reg.open("i")
     reg.open("q", state="queued")
     clock.advance(10_000)
-    assert reg.check() == [] and len(reg._wheel) == 0
+    assert reg.check() == [] and reg._filed() == 0
     reg.set_state("q", "processing")
     clock.advance(1)
     assert kinds(reg.check()) == [("stuck", "q", None, 1)]
@@ -659,16 +665,21 @@ class NoScanDict(dict):
     __iter__ = values = items = keys = _scan
 
 
-def test_check_never_scans_the_sessions(make, clock):
+def test_check_never_scans_the_sessions(impl, make, clock):
     reg = make(stuck_after=100, idle_timeout=50, evict_after=None)
-    reg._sessions = NoScanDict()
+    if impl.name == "python":
+        reg._sessions = NoScanDict()
     for i in range(2000):
         reg.open(i, state="processing" if i % 2 else "idle")
     for _ in range(4):
         clock.advance(10)
         assert reg.check() == []
+    if impl.name == "native":
+        assert reg._examined() == 0  # the C table looked at no session at all
     clock.advance(10)  # t = 50: the idle ones are due, and only they are touched
     events = reg.check()
+    if impl.name == "native":  # each at most once per level it came down
+        assert reg._examined() <= 3 * 1000
     assert len(events) == 1000 and {e.reason for e in events} == {"idle"}
     assert reg.counts() == {"idle": 0, "queued": 0, "processing": 1000, "waiting": 0}
     clock.advance(49)

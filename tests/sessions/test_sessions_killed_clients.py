@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from loop_support import new_loop
+from loop_support import new_loop, new_registry
 
 from loopwatch import SessionRegistry
 
@@ -122,7 +122,7 @@ async def run_gateway(registry: SessionRegistry) -> dict:
 
 
 def test_sigkilled_clients_leave_no_session_behind(impl, loop_kind):
-    registry = SessionRegistry(wheel_factory=impl.TimerWheel)
+    registry = new_registry(impl)
     with asyncio.Runner(loop_factory=lambda: new_loop(loop_kind)) as runner:
         result = runner.run(run_gateway(registry))
     total = len(MODES) * CLIENTS_PER_MODE
@@ -136,7 +136,7 @@ def test_sigkilled_clients_leave_no_session_behind(impl, loop_kind):
     # after the kill: nothing left, not even in the wheel
     assert len(registry) == 0 and list(registry) == []
     assert registry.counts() == {"idle": 0, "queued": 0, "processing": 0, "waiting": 0}
-    assert len(registry._wheel) == 0
+    assert registry._filed() == 0
     for sid in result["opened"]:
         with pytest.raises(KeyError):
             registry.get(sid)

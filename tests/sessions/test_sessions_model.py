@@ -11,7 +11,8 @@ from hypothesis.stateful import run_state_machine_as_test
 
 import pytest
 
-from loopwatch import RegistryFull, SessionRegistry
+from loop_support import new_registry
+from loopwatch import RegistryFull
 from loopwatch.sessions.registry import STATES
 
 ACTIVE = ("processing", "waiting")
@@ -94,7 +95,7 @@ class Model:
         return events
 
 
-def registry_machine(TimerWheel):
+def registry_machine(impl):
     class RegistryVsModel(RuleBasedStateMachine):
         @initialize(
             stuck_after=st.sampled_from([1.0, 5.0]),
@@ -109,12 +110,12 @@ def registry_machine(TimerWheel):
             self.t = 100.0
             self.store = {"a", "b", "c", "d", "e", "f", "g"} if use_store else None
             self.model = Model(cfg)
-            self.reg = SessionRegistry(
+            self.reg = new_registry(
+                impl,
                 **cfg,
                 store=(lambda sid: sid in self.store) if use_store else None,
                 max_sessions=MAX_SESSIONS,
                 clock=lambda: self.t,
-                wheel_factory=TimerWheel,
             )
 
         @rule(sid=IDS, state=st.sampled_from(STATES))
@@ -191,7 +192,7 @@ def registry_machine(TimerWheel):
                     m.state, m.queue_depth, m.stuck, m.reports if m.stuck else 0)
                 assert (v.last_progress, v.state_since) == (m.last_progress, m.state_since)
             # the wheel holds exactly the sessions that have something ahead
-            assert len(self.reg._wheel) == sum(
+            assert self.reg._filed() == sum(
                 1 for m in sessions.values() if self.model.wake(m) is not None)
 
     return RegistryVsModel
@@ -199,7 +200,7 @@ def registry_machine(TimerWheel):
 
 def test_registry_matches_reference_model(impl):
     run_state_machine_as_test(
-        registry_machine(impl.TimerWheel),
+        registry_machine(impl),
         settings=settings(
             max_examples=150,
             stateful_step_count=40,

@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from loop_support import new_registry
 from loopwatch import SessionRegistry
 
 
@@ -41,8 +42,7 @@ def clocks():
 def make(impl, clocks):
     def make(**kwargs):
         kwargs.setdefault("clock", clocks.clock)
-        kwargs.setdefault("wheel_factory", impl.TimerWheel)
-        reg = SessionRegistry(**kwargs)
+        reg = new_registry(impl, **kwargs)
         reg.set_stall_clock(clocks.stalled)
         return reg
 

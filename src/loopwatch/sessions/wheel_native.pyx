@@ -47,7 +47,9 @@ cdef class HashedKey:
             return NotImplemented
         if self.stored and (<HashedKey>other).stored:
             return False
-        return self.key == (<HashedKey>other).key
+        # The same object is the same key, as a dict decides: its __eq__ is
+        # not asked.
+        return self.key is (<HashedKey>other).key or self.key == (<HashedKey>other).key
 
 
 cdef inline HashedKey _probe(object key):

@@ -50,7 +50,9 @@ class HashedKey:
             return NotImplemented
         if self.stored and other.stored:
             return False
-        return self.key == other.key
+        # The same object is the same key, as a dict decides: its __eq__ is
+        # not asked.
+        return self.key is other.key or self.key == other.key
 
 
 def _key_of(hk: HashedKey) -> Hashable:

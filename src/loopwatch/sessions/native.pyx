@@ -1,0 +1,894 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The native SessionRegistry: a thin binding over ext/sessions/, the C
+session table (one slab of 64-byte records with the timer wheel's links
+inside, a hash index by id, the stuck sessions' bookkeeping, counts, the
+registry's time and a mutex). sessions/twin.py is the pure-Python twin;
+sessions/registry.py holds what both share (checking with the store,
+publishing events, the session scope).
+
+What the binding does that C cannot: own the references to ids, keys and
+tasks; hash ids (outside the lock) and compare two ids whose hashes match
+(the eq callback, under it); read a caller's clock and stall clock
+(outside the lock); build views and events (after the lock is released,
+from a snapshot taken under it, so no Python code runs while it is held
+but an id's ``__eq__``).
+
+A handle is ``gen << 32 | index``: the record's index in the slab and its
+generation, which the table bumps when the record is freed, so a handle
+never names a later session that reuses the record.
+"""
+
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_XDECREF, Py_XINCREF
+
+from loopwatch.sessions.lw_sessions cimport *
+
+import functools as _functools
+import json as _json
+import math as _math
+import os as _os
+import time as _time
+import weakref as _weakref
+
+from loopwatch.sessions.registry import (
+    MAX_CHECK_AHEAD,
+    REENTERED,
+    SESSION_REGISTRY_DOC,
+    STATES,
+    RegistryBase,
+    RegistryFull,
+    SessionEvent,
+    SessionView,
+    _check_depth,
+    _check_handle,
+    _check_state,
+    _clock_value,
+    _printable,
+    _unknown,
+    _unknown_handle,
+    logger,
+)
+
+__all__ = ["SessionRegistry"]
+
+cdef extern from "Python.h":
+    unsigned long PyThread_get_thread_ident()
+    # Declared without an exception value: it returns -1 with the error set,
+    # which the C lookup passes up as LW_SESSIONS_EQERR.
+    int _rich_eq "PyObject_RichCompareBool" (PyObject *a, PyObject *b, int op)
+    int Py_EQ
+
+cdef extern from "lw_loop_clock.h" nogil:
+    int64_t lw_loop_now_ns()
+
+RECORD_BYTES = sizeof(lw_sess)
+
+cdef tuple _STATE_NAMES = STATES
+cdef dict _STATE_NUMBERS = {name: i for i, name in enumerate(STATES)}
+cdef tuple _KINDS = (None, "stuck", "recovered", "evicted")
+cdef tuple _REASONS = (None, "ghost", "stuck_too_long", "idle")
+cdef object _monotonic = _time.monotonic
+cdef double _INF = float("inf")
+
+# Every live table, for the fork handler: a child's copy of a mutex may
+# have been held by a thread the child does not have.
+_TABLES = _weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    for table in list(_TABLES):
+        (<_NativeTable>table)._after_fork_child()
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+cdef int _eq(void *stored, void *probe, void *ctx) noexcept:
+    """Two ids whose hashes match: the caller's __eq__ (run under the lock)."""
+    return _rich_eq(<PyObject *>stored, <PyObject *>probe, Py_EQ)
+
+
+cdef inline double _clock_now() noexcept nogil:
+    """time.monotonic(), read here: the same nanoseconds, converted as
+    CPython converts them (_PyTime_AsSecondsDouble)."""
+    cdef int64_t ns = lw_loop_now_ns()
+    if ns % 1000000000 == 0:
+        return <double>(ns // 1000000000)
+    return <double>ns / 1e9
+
+
+cdef int _raise_pending() except -1:
+    """An exception set by the eq callback, raised here."""
+    return -1
+
+
+cdef inline object _handle_of(uint32_t index, uint32_t gen):
+    return (<uint64_t>gen << 32) | index
+
+
+cdef class _NativeTable:
+    """The C session table and what the binding keeps beside it: the clock,
+    the stall clock, the tasks bound to sessions, the recoveries waiting for
+    check(). The public class is :class:`SessionRegistry` below."""
+
+    cdef lw_sessions *_t
+    cdef object _c_clock
+    cdef bint _clock_native      # the clock is time.monotonic: read in C
+    cdef object _c_stall         # the stall clock, or None
+    cdef uint64_t _stall_token   # names the stall clock in readings
+    cdef bint _stall_warned
+    cdef dict _tasks             # index -> (gen, task, done-callback)
+    cdef list _c_events          # recoveries, waiting for check()
+    cdef object __weakref__
+
+    def __cinit__(self, *args, **kwargs):
+        self._t = NULL
+        self._tasks = {}
+        self._c_events = []
+
+    def __dealloc__(self):
+        cdef uint32_t i
+        cdef lw_sess *r
+        if self._t is NULL:
+            return
+        i = lw_sessions_next(self._t, 0)
+        while i != LW_SESSIONS_NIL:
+            r = lw_sessions_record(self._t, i)
+            Py_XDECREF(<PyObject *>r.id)
+            Py_XDECREF(<PyObject *>r.key)
+            i = lw_sessions_next(self._t, i + 1)
+        lw_sessions_free(self._t)
+        self._t = NULL
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle SessionRegistry")
+
+    def _setup(self, double start, wheel_factory):
+        cdef lw_sessions_config cfg
+        if wheel_factory is not None:
+            raise TypeError(
+                "the native SessionRegistry files its sessions in a wheel inside its own "
+                "table: wheel_factory is for loopwatch.sessions.twin.SessionRegistry")
+        if self._t is not NULL:
+            raise RuntimeError("SessionRegistry is already initialized")
+        cfg.stuck_after = self._stuck_after
+        cfg.report_backoff = self._backoff
+        cfg.max_report_interval = self._max_interval
+        cfg.evict_after = -1.0 if self._evict_after is None else self._evict_after
+        cfg.idle_timeout = -1.0 if self._idle_timeout is None else self._idle_timeout
+        cfg.max_sessions = self._max_sessions
+        cfg.has_store = self._store is not None
+        self._c_stall = None
+        self._t = lw_sessions_new(&cfg, start)
+        if self._t is NULL:
+            raise MemoryError()
+        _TABLES.add(self)
+
+    @property
+    def _clock(self):
+        """The registry's clock (the C table reads time.monotonic itself)."""
+        return self._c_clock
+
+    @_clock.setter
+    def _clock(self, clock):
+        self._c_clock = clock
+        self._clock_native = clock is _monotonic
+
+    @property
+    def _stall(self):
+        """The stall clock (set_stall_clock), or None."""
+        return self._c_stall
+
+    @_stall.setter
+    def _stall(self, stalled):
+        # Another function under the same attachment (the tests' broken
+        # monitor): set_stall_clock is the way to attach one.
+        self._c_stall = stalled
+
+    cdef int _live(self) except -1:
+        if self._t is NULL:
+            raise RuntimeError("SessionRegistry.__init__ was not called")
+        return 0
+
+    def _after_fork_child(self):
+        if self._t is not NULL:
+            lw_sessions_after_fork_child(self._t)
+
+    # -- the lock --------------------------------------------------------------
+    cdef int _lock(self) except -1:
+        cdef unsigned long me = PyThread_get_thread_ident()
+        if self._t is NULL:
+            self._live()
+        if lw_sessions_trylock(self._t, me):
+            return 0
+        if lw_sessions_owner(self._t) == me:
+            raise RuntimeError(REENTERED)
+        with nogil:  # another thread holds it (maybe in an id's __eq__): wait without the GIL
+            lw_sessions_lock(self._t, me)
+        return 0
+
+    # -- time -------------------------------------------------------------------
+    cdef int _read(self, lw_sessions_reading *r) except -1:
+        """The clock and the stall clock, outside the lock."""
+        cdef object raw, stall, v
+        if self._clock_native:
+            r.raw = _clock_now()
+        else:
+            raw = self._c_clock()
+            if type(raw) is float and raw - raw == 0.0:
+                r.raw = raw
+            else:
+                r.raw = _clock_value(raw)
+        stall = self._c_stall
+        r.token = self._stall_token
+        r.sv_ok = 0
+        r.sv = 0.0
+        if stall is not None:
+            v = self._read_stall(stall, False)
+            if v is not None:
+                r.sv_ok = 1
+                r.sv = v
+        return 0
+
+    cdef int _read_at(self, lw_sessions_reading *r, object now) except -1:
+        """_read, for a check at an explicit time ``now`` (None: the clock)."""
+        cdef double t
+        self._read(r)
+        if now is None:
+            return 0
+        if isinstance(now, bool) or not isinstance(now, (int, float)):
+            raise TypeError(f"now must be a number of seconds, got {now!r}")
+        t = int.__float__(now) if isinstance(now, int) else float.__float__(now)
+        if not _math.isfinite(t):
+            raise ValueError(f"now must be finite, got {now!r}")
+        if t > r.raw + MAX_CHECK_AHEAD:
+            raise ValueError(
+                f"now={now!r} is more than MAX_CHECK_AHEAD={MAX_CHECK_AHEAD:g} s ahead of "
+                f"the registry's clock ({r.raw!r}); pass a time read from that clock")
+        r.raw = t
+        return 0
+
+    cdef object _read_stall(self, object stall, bint fresh):
+        """One reading of the stall clock (outside the lock), or None when it
+        is unusable (logged once)."""
+        cdef double last
+        try:
+            v = stall()
+            if type(v) is not float:
+                v = _clock_value(v, "the stall clock")
+        except Exception as exc:
+            self._stall_problem(f"raised {type(exc).__name__}")
+            return None
+        if not (0.0 <= v < _INF):
+            self._stall_problem(f"returned {v!r}")
+            return None
+        if not fresh and stall is self._c_stall and lw_sessions_stall_last(self._t, &last) and v < last:
+            self._stall_problem(f"went back from {last!r} to {v!r}")
+            return None
+        return v
+
+    cdef _stall_problem(self, str what):
+        if not self._stall_warned:
+            self._stall_warned = True
+            logger.warning("stall clock %s; counting no stall added for such readings "
+                           "(logged once)", what)
+
+    def set_stall_clock(self, stalled):
+        """Measure session ages in unstalled time from now on.
+
+        ``stalled()`` returns the cumulative seconds the event loop running
+        these sessions has been stalled so far (a stall still going on
+        included), never decreasing: for example the loop monitor's figure.
+        From this call on the registry's time is ``clock() - (stalled() -
+        stalled_at_this_call)`` (an explicit ``check(now=...)`` is shifted
+        the same way), so time the loop spent stalled counts toward none of
+        ``stuck_after``, the report backoff, ``evict_after`` and
+        ``idle_timeout``: a handler that was merely blocked by a stall is not
+        reported for it. ``None`` detaches; the stall time counted so far
+        stays counted (the registry's time does not jump). The registry's
+        time never decreases. A ``stalled()`` that raises or returns NaN, a
+        negative, non-finite or decreasing value counts as no stall added for
+        that reading (logged once at WARNING); it runs outside the lock.
+        """
+        if stalled is not None and not callable(stalled):
+            raise TypeError(f"stalled must be a callable returning seconds or None, got {stalled!r}")
+        self._live()
+        first = None if stalled is None else self._read_stall(stalled, True)
+        self._lock()
+        self._stall_token += 1
+        lw_sessions_set_stall(self._t, self._stall_token, first is not None,
+                              0.0 if first is None else first)
+        self._c_stall = stalled
+        self._stall_warned = False
+        lw_sessions_unlock(self._t)
+
+    def time(self):
+        """The registry's time now: the clock's reading minus the time the
+        loop spent stalled since :meth:`set_stall_clock` (the clock itself
+        without a stall clock); never decreasing. The times of a
+        :class:`SessionView` (``opened_at``, ``state_since``,
+        ``last_progress``...) are on this time: ``registry.time() -
+        view.last_progress`` is how long a session has made no progress,
+        stalls excluded."""
+        cdef lw_sessions_reading r
+        cdef double now
+        self._live()
+        self._read(&r)
+        self._lock()
+        now = lw_sessions_now(self._t, &r)
+        lw_sessions_unlock(self._t)
+        return now
+
+    # -- views and events -------------------------------------------------------
+    cdef object _view(self, lw_sessions_event *ev, bint release):
+        """A SessionView of a snapshot (after the lock is released). With
+        `release`, the snapshot's references to the id and key are dropped."""
+        cdef object sid = <object>ev.id
+        cdef object key = None if ev.key is NULL else <object>ev.key
+        task = None
+        if ev.has_task:
+            bound = self._tasks.get(ev.index)
+            if bound is not None and bound[0] == ev.gen:
+                task = bound[1]
+        if release:
+            Py_XDECREF(<PyObject *>ev.id)
+            Py_XDECREF(<PyObject *>ev.key)
+            ev.id = ev.key = NULL
+        return SessionView(
+            sid, key, _STATE_NAMES[ev.state], None if ev.queue_depth < 0 else ev.queue_depth,
+            ev.opened_at, ev.state_since, ev.last_progress, ev.view_reports if ev.stuck else 0,
+            bool(ev.stuck), task, _handle_of(ev.index, ev.gen))
+
+    cdef object _event(self, lw_sessions_event *ev):
+        """The SessionEvent of a snapshot; drops its references."""
+        view = self._view(ev, False)
+        event = SessionEvent(
+            _KINDS[ev.kind], view, ev.at, _REASONS[ev.reason] if ev.kind == LW_SESSIONS_EV_EVICTED else None,
+            ev.age, ev.reports, None if ev.next_report_at != ev.next_report_at else ev.next_report_at)
+        if ev.kind == LW_SESSIONS_EV_EVICTED:
+            self._tasks.pop(ev.index, None)
+        Py_XDECREF(<PyObject *>ev.id)
+        Py_XDECREF(<PyObject *>ev.key)
+        ev.id = ev.key = NULL
+        return event
+
+    cdef inline void _hold(self, lw_sessions_event *ev) noexcept:
+        """Under the lock: keep a snapshot's id and key alive past it."""
+        Py_XINCREF(<PyObject *>ev.id)
+        Py_XINCREF(<PyObject *>ev.key)
+
+    cdef int _recovered(self, lw_sessions_event *ev) except -1:
+        self._c_events.append(self._event(ev))
+        return 0
+
+    # -- sessions ------------------------------------------------------------------
+    cdef uint64_t _open_handle_c(self, object session_id, object key, object state) except? 0:
+        cdef lw_sessions_reading r
+        cdef uint32_t index, gen
+        cdef int status, number = _STATE_NUMBERS[_check_state(state)]
+        cdef uint32_t h
+        self._live()
+        self._read(&r)
+        h = <uint32_t><uint64_t>hash(session_id)  # the id's __hash__, outside the lock
+        self._lock()
+        Py_XINCREF(<PyObject *>session_id)
+        if key is not None:
+            Py_XINCREF(<PyObject *>key)
+        status = lw_sessions_open(self._t, <void *>session_id, NULL if key is None else <void *>key,
+                                  h, number, &r, _eq, NULL, &index)
+        if status == LW_SESSIONS_OK:
+            gen = lw_sessions_record(self._t, index).gen
+            lw_sessions_unlock(self._t)
+            return (<uint64_t>gen << 32) | index
+        lw_sessions_unlock(self._t)
+        Py_XDECREF(<PyObject *>session_id)
+        if key is not None:
+            Py_XDECREF(<PyObject *>key)
+        if status == LW_SESSIONS_EQERR:
+            _raise_pending()
+        if status == LW_SESSIONS_EXISTS:
+            raise ValueError(f"session {session_id!r} is already open")
+        if status == LW_SESSIONS_FULL:
+            raise RegistryFull(
+                f"registry holds max_sessions={self._max_sessions} sessions; "
+                f"cannot open {session_id!r}")
+        raise MemoryError()
+
+    def open(self, session_id, key=None, state="idle"):
+        """Start tracking a session; returns its view (with its
+        :attr:`~SessionView.handle`).
+
+        Raises ValueError for an unknown state or an id already open,
+        :class:`RegistryFull` at ``max_sessions``."""
+        return self._get_handle(self._open_handle_c(session_id, key, state))
+
+    def _open_handle(self, session_id, key, state):
+        return self._open_handle_c(session_id, key, state)
+
+    cdef int _find(self, object session_id, uint32_t h, uint32_t *index) except -1:
+        """Under the lock: 1 found, 0 not (an __eq__ that raised: raised,
+        with the lock released). h: the id's hash, taken before the lock."""
+        cdef int found = lw_sessions_find(self._t, <void *>session_id, h, _eq, NULL, index)
+        if found < 0:
+            lw_sessions_unlock(self._t)
+            _raise_pending()
+        return found
+
+    def progress(self, session_id):
+        """The session is moving: its stuck clock restarts (O(1)).
+
+        A stuck session recovers (a ``recovered`` event). KeyError when unknown."""
+        cdef lw_sessions_reading r
+        cdef lw_sessions_event ev
+        cdef uint32_t index
+        cdef uint32_t h
+        cdef int found, recovered
+        if self._t is NULL:
+            self._live()
+        self._read(&r)
+        h = <uint32_t><uint64_t>hash(session_id)  # outside the lock
+        self._lock()
+        found = lw_sessions_find(self._t, <void *>session_id, h, _eq, NULL, &index)
+        if found <= 0:
+            lw_sessions_unlock(self._t)
+            if found < 0:
+                _raise_pending()
+            raise _unknown(session_id)
+        recovered = lw_sessions_progress(self._t, index, &r, &ev)
+        if recovered:
+            self._hold(&ev)
+        lw_sessions_unlock(self._t)
+        if recovered:
+            self._recovered(&ev)
+
+    def progress_handle(self, handle):
+        """:meth:`progress` by the session's handle (:attr:`SessionView.handle`,
+        :attr:`SessionScope.handle`): no hashing, no lookup by id. KeyError
+        once that session is closed or evicted (never another session's
+        heartbeat), TypeError for a non-int."""
+        cdef lw_sessions_reading r
+        cdef lw_sessions_event ev
+        cdef uint64_t hv
+        cdef int recovered
+        if type(handle) is not int:
+            handle = _check_handle(handle)
+        try:
+            hv = handle
+        except OverflowError:  # negative, or past 64 bits: never a handle
+            raise _unknown_handle(handle) from None
+        if self._t is NULL:
+            self._live()
+        self._read(&r)
+        self._lock()
+        if lw_sessions_get(self._t, <uint32_t>hv, <uint32_t>(hv >> 32)) is NULL:
+            lw_sessions_unlock(self._t)
+            raise _unknown_handle(handle)
+        recovered = lw_sessions_progress(self._t, <uint32_t>hv, &r, &ev)
+        if recovered:
+            self._hold(&ev)
+        lw_sessions_unlock(self._t)
+        if recovered:
+            self._recovered(&ev)
+
+    cdef int _change_state(self, uint32_t index, int number, object depth,
+                           lw_sessions_reading *r) except -1:
+        """Under the lock, which it releases: set_state's change."""
+        cdef lw_sessions_event ev
+        cdef int recovered = lw_sessions_set_state(
+            self._t, index, number, depth is not None, -1 if depth is None else <int32_t>depth, r, &ev)
+        if recovered:
+            self._hold(&ev)
+        lw_sessions_unlock(self._t)
+        if recovered:
+            self._recovered(&ev)
+        return 0
+
+    def set_state(self, session_id, state, queue_depth=None):
+        """Change a session's state (and queue depth, when given).
+
+        A change of state restarts the stuck clock, and a stuck session that
+        changes state recovers. The same state again only updates the queue
+        depth. KeyError when unknown, ValueError for an unknown state or a
+        queue depth outside 0 .. 2**31 - 1."""
+        cdef uint32_t h
+        cdef lw_sessions_reading r
+        cdef uint32_t index
+        cdef int number = _STATE_NUMBERS[_check_state(state)]
+        depth = _check_depth(queue_depth)
+        self._live()
+        self._read(&r)
+        h = <uint32_t><uint64_t>hash(session_id)  # outside the lock: a failing __hash__ changes nothing
+        self._lock()
+        if not self._find(session_id, h, &index):
+            lw_sessions_unlock(self._t)
+            raise _unknown(session_id)
+        self._change_state(index, number, depth, &r)
+
+    def _set_state_handle(self, handle, state, queue_depth=None):
+        cdef lw_sessions_reading r
+        cdef uint64_t hv
+        cdef int number = _STATE_NUMBERS[_check_state(state)]
+        handle = _check_handle(handle)
+        depth = _check_depth(queue_depth)
+        try:
+            hv = handle
+        except OverflowError:
+            raise _unknown_handle(handle) from None
+        self._live()
+        self._read(&r)
+        self._lock()
+        if lw_sessions_get(self._t, <uint32_t>hv, <uint32_t>(hv >> 32)) is NULL:
+            lw_sessions_unlock(self._t)
+            raise _unknown_handle(handle)
+        self._change_state(<uint32_t>hv, number, depth, &r)
+
+    cdef int _remove(self, uint32_t index) except -1:
+        """Under the lock, which it releases: remove a session; its id, key
+        and task are let go after."""
+        cdef void *sid
+        cdef void *key
+        lw_sessions_remove(self._t, index, &sid, &key)
+        lw_sessions_unlock(self._t)
+        bound = self._tasks.pop(index, None)
+        Py_XDECREF(<PyObject *>sid)
+        Py_XDECREF(<PyObject *>key)
+        del bound  # its __del__ may run: the table is consistent
+        return 0
+
+    def close(self, session_id):
+        """Stop tracking a session. Idempotent: False when it was not open."""
+        cdef uint32_t h
+        cdef uint32_t index
+        self._live()
+        h = <uint32_t><uint64_t>hash(session_id)
+        self._lock()
+        if not self._find(session_id, h, &index):
+            lw_sessions_unlock(self._t)
+            return False
+        self._remove(index)
+        return True
+
+    def _close_handle(self, handle):
+        """Close this very session, not a later one opened under its id."""
+        cdef uint64_t hv = handle
+        self._live()
+        self._lock()
+        if lw_sessions_get(self._t, <uint32_t>hv, <uint32_t>(hv >> 32)) is NULL:
+            lw_sessions_unlock(self._t)
+            return False
+        self._remove(<uint32_t>hv)
+        return True
+
+    def _handle_alive(self, handle):
+        cdef uint64_t hv = handle
+        self._live()
+        return lw_sessions_get(self._t, <uint32_t>hv, <uint32_t>(hv >> 32)) is not NULL
+
+    def get(self, session_id):
+        """A read-only view of a session; KeyError when unknown."""
+        cdef uint32_t h
+        cdef lw_sessions_event ev
+        cdef uint32_t index
+        self._live()
+        h = <uint32_t><uint64_t>hash(session_id)
+        self._lock()
+        if not self._find(session_id, h, &index):
+            lw_sessions_unlock(self._t)
+            raise _unknown(session_id)
+        lw_sessions_snapshot(self._t, index, &ev)
+        self._hold(&ev)
+        lw_sessions_unlock(self._t)
+        return self._view(&ev, True)
+
+    def _get_handle(self, handle):
+        cdef lw_sessions_event ev
+        cdef uint64_t hv = handle
+        self._live()
+        self._lock()
+        if lw_sessions_get(self._t, <uint32_t>hv, <uint32_t>(hv >> 32)) is NULL:
+            lw_sessions_unlock(self._t)
+            raise _unknown_handle(handle)
+        lw_sessions_snapshot(self._t, <uint32_t>hv, &ev)
+        self._hold(&ev)
+        lw_sessions_unlock(self._t)
+        return self._view(&ev, True)
+
+    def __len__(self):
+        self._live()
+        return lw_sessions_len(self._t)
+
+    def __contains__(self, session_id):
+        cdef uint32_t h
+        cdef uint32_t index
+        self._live()
+        h = <uint32_t><uint64_t>hash(session_id)
+        self._lock()
+        found = self._find(session_id, h, &index)
+        lw_sessions_unlock(self._t)
+        return bool(found)
+
+    def __iter__(self):
+        """Views of every session (a snapshot taken at the call)."""
+        cdef uint32_t *indices
+        cdef size_t n = 0, cap
+        cdef uint32_t i
+        self._live()
+        self._lock()
+        cap = lw_sessions_len(self._t)
+        indices = <uint32_t *>malloc((cap + 1) * sizeof(uint32_t))
+        if indices is NULL:
+            lw_sessions_unlock(self._t)
+            raise MemoryError()
+        i = lw_sessions_next(self._t, 0)
+        while i != LW_SESSIONS_NIL and n < cap:
+            indices[n] = i
+            n += 1
+            i = lw_sessions_next(self._t, i + 1)
+        lw_sessions_unlock(self._t)
+        try:
+            # Views are built after the lock is released; a session another
+            # thread closes in between is left out.
+            return iter(self._live_views(indices, n))
+        finally:
+            free(indices)
+
+    cdef list _live_views(self, uint32_t *indices, size_t n):
+        """Views of the records still live (one hold of the lock)."""
+        cdef lw_sessions_event *snap
+        cdef size_t k, m = 0
+        if n == 0:
+            return []
+        snap = <lw_sessions_event *>malloc(n * sizeof(lw_sessions_event))
+        if snap is NULL:
+            raise MemoryError()
+        try:
+            self._lock()
+            for k in range(n):
+                if lw_sessions_record(self._t, indices[k]).id is NULL:
+                    continue
+                lw_sessions_snapshot(self._t, indices[k], &snap[m])
+                self._hold(&snap[m])
+                m += 1
+            lw_sessions_unlock(self._t)
+            views = [None] * m
+            for k in range(m):
+                views[k] = self._view(&snap[k], True)
+            return views
+        finally:
+            for k in range(m):
+                Py_XDECREF(<PyObject *>snap[k].id)
+                Py_XDECREF(<PyObject *>snap[k].key)
+            free(snap)
+
+    def counts(self):
+        """Sessions per state (all four states, kept incrementally: O(1))."""
+        cdef int64_t c0, c1, c2, c3
+        self._live()
+        self._lock()
+        c0 = lw_sessions_count(self._t, 0)
+        c1 = lw_sessions_count(self._t, 1)
+        c2 = lw_sessions_count(self._t, 2)
+        c3 = lw_sessions_count(self._t, 3)
+        lw_sessions_unlock(self._t)
+        return {"idle": c0, "queued": c1, "processing": c2, "waiting": c3}
+
+    def queued(self):
+        """The sum of the sessions' queue depths (kept incrementally: O(1))."""
+        self._live()
+        return lw_sessions_queued(self._t)
+
+    def stuck(self):
+        """Views of the stuck sessions, longest without progress first
+        (O(stuck sessions): the others are not looked at)."""
+        cdef uint32_t *indices
+        cdef size_t n, k
+        self._live()
+        self._lock()
+        n = lw_sessions_stuck_count(self._t)
+        indices = <uint32_t *>malloc((n + 1) * sizeof(uint32_t))
+        if indices is NULL:
+            lw_sessions_unlock(self._t)
+            raise MemoryError()
+        for k in range(n):
+            indices[k] = lw_sessions_stuck_at(self._t, k)
+        lw_sessions_unlock(self._t)
+        try:
+            views = self._live_views(indices, n)
+        finally:
+            free(indices)
+        views.sort(key=_since_progress_order)
+        return views
+
+    def next_check(self):
+        """The earliest clock time at which :meth:`check` may find something
+        (never later than the first due event; may be earlier), or None
+        when nothing is scheduled. A pending recovery makes it now."""
+        cdef lw_sessions_reading r
+        cdef double now, wake
+        cdef int found
+        self._live()
+        self._read(&r)
+        self._lock()
+        now = lw_sessions_now(self._t, &r)
+        if self._c_events:
+            lw_sessions_unlock(self._t)
+            return r.raw
+        found = lw_sessions_next_wake(self._t, &wake)
+        lw_sessions_unlock(self._t)
+        # From the registry's time back to the clock's: never later.
+        return wake + (r.raw - now) if found else None
+
+    # -- lifetimes ---------------------------------------------------------------
+    def bind_task(self, session_id, task):
+        """Close the session when ``task`` (an asyncio Task or Future) ends,
+        however it ends. Binding another task replaces the first binding.
+        Call it from the task's event loop."""
+        cdef uint32_t h
+        cdef uint32_t index, gen
+        if not hasattr(task, "add_done_callback"):
+            raise TypeError(f"bind_task needs an asyncio Task or Future, got {task!r}")
+        self._live()
+        h = <uint32_t><uint64_t>hash(session_id)
+        self._lock()
+        if not self._find(session_id, h, &index):
+            lw_sessions_unlock(self._t)
+            raise _unknown(session_id)
+        gen = lw_sessions_record(self._t, index).gen
+        lw_sessions_set_task_flag(self._t, index, 1)
+        lw_sessions_unlock(self._t)
+        old = self._tasks.get(index)
+        callback = _functools.partial(self._task_done, _handle_of(index, gen))
+        self._tasks[index] = (gen, task, callback)
+        if old is not None and old[0] == gen and old[1] is not task:
+            old[1].remove_done_callback(old[2])
+        task.add_done_callback(callback)
+
+    def _task_done(self, handle, task):
+        cdef uint64_t hv = handle
+        self._lock()
+        if lw_sessions_get(self._t, <uint32_t>hv, <uint32_t>(hv >> 32)) is NULL:
+            lw_sessions_unlock(self._t)
+            return  # closed already (perhaps reopened under the same id)
+        bound = self._tasks.get(<uint32_t>hv)
+        if bound is None or bound[1] is not task:
+            lw_sessions_unlock(self._t)
+            return  # rebound to another task
+        self._remove(<uint32_t>hv)
+
+    # -- checking ------------------------------------------------------------------
+    def _collect(self, now_arg):
+        """The events due by now, the store questions to ask (each with its
+        session's id), and now (the registry's time)."""
+        cdef lw_sessions_reading r
+        cdef const lw_sessions_event *due
+        cdef lw_sessions_event *snap = NULL
+        cdef size_t n = 0, k
+        cdef double now
+        cdef int status
+        self._live()
+        self._read_at(&r, now_arg)
+        self._lock()
+        status = lw_sessions_collect(self._t, &r, &now, &due, &n)
+        if status != LW_SESSIONS_OK:
+            lw_sessions_unlock(self._t)
+            raise MemoryError()
+        if n:
+            snap = <lw_sessions_event *>malloc(n * sizeof(lw_sessions_event))
+            if snap is NULL:
+                # The table changed already: keep the events in its buffer
+                # (valid until the next collect, which needs the lock) and
+                # build them now, under it, rather than lose them.
+                snap = <lw_sessions_event *>due
+        if snap is not NULL and snap is not due:
+            memcpy(snap, due, n * sizeof(lw_sessions_event))
+        for k in range(n):
+            if snap[k].kind != LW_SESSIONS_EV_EVICTED:
+                self._hold(&snap[k])  # evicted ones' references are already ours
+        recoveries, self._c_events = self._c_events, []
+        if snap is not due:
+            lw_sessions_unlock(self._t)
+        events = recoveries
+        pending = []
+        try:
+            for k in range(n):
+                if snap[k].kind == LW_SESSIONS_EV_ASK:
+                    sid = <object>snap[k].id
+                    Py_XDECREF(<PyObject *>snap[k].id)
+                    snap[k].id = NULL
+                    pending.append(((snap[k].index, snap[k].gen), sid))
+                else:
+                    events.append(self._event(&snap[k]))
+        finally:
+            for k in range(n):
+                Py_XDECREF(<PyObject *>snap[k].id)
+                Py_XDECREF(<PyObject *>snap[k].key)
+            if snap is due:
+                lw_sessions_unlock(self._t)
+            elif snap is not NULL:
+                free(snap)
+        self._label_stuck(events)
+        return events, pending, now
+
+    def _settle(self, pending, answers, double now):
+        """The store's answers: a session that changed since (progress, new
+        state, closed) is left as it now is; one without an answer (the
+        store call was interrupted) counts as present."""
+        cdef lw_sessions_event ev
+        cdef int status
+        events = []
+        for k, ((index, gen), sid) in enumerate(pending):
+            present = answers[k] if k < len(answers) else True
+            self._lock()
+            status = lw_sessions_settle(self._t, index, gen, bool(present), now, &ev)
+            if status > 0 and ev.kind != LW_SESSIONS_EV_EVICTED:
+                self._hold(&ev)
+            lw_sessions_unlock(self._t)
+            if status > 0:
+                events.append(self._event(&ev))
+            elif status < 0:
+                logger.error("out of memory reporting stuck sessionId=%s; it stays due",
+                             _printable(sid), extra={"session_id": sid})
+        self._label_stuck(events)
+        return events
+
+    cdef _label_stuck(self, list events):
+        """Give each session that just became stuck the text the status
+        server shows for it without the GIL (its id and key, printable and
+        escaped for JSON)."""
+        cdef bytes text
+        cdef uint64_t hv
+        for event in events:
+            if event.kind != "stuck" or event.reports != 1:
+                continue
+            view = event.session
+            text = ('"id":' + _json.dumps(_printable(view.session_id)) + ',"key":'
+                    + ("null" if view.key is None else _json.dumps(_printable(view.key)))).encode()
+            hv = view.handle
+            self._lock()
+            if lw_sessions_get(self._t, <uint32_t>hv, <uint32_t>(hv >> 32)) is not NULL:
+                lw_sessions_set_stuck_text(self._t, <uint32_t>hv, text, len(text))
+            lw_sessions_unlock(self._t)
+
+    # -- inside views, for tests and benchmarks ---------------------------------------
+    def _filed(self):
+        """Sessions filed in the wheel."""
+        self._live()
+        return lw_sessions_filed(self._t)
+
+    def _wheel_time(self):
+        """The wheel's time: the latest time a check collected at."""
+        self._live()
+        return lw_sessions_wheel_time(self._t)
+
+    def _examined(self):
+        """Records a check has looked at, in all (a counter)."""
+        self._live()
+        return lw_sessions_examined(self._t)
+
+    def _native_memory(self):
+        """Bytes of native memory the table holds (records handed out,
+        index, stuck bookkeeping, buffers)."""
+        self._live()
+        return lw_sessions_memory(self._t)
+
+    def _live_json(self, size_t max_stuck=20):
+        """What the status server's thread serves (lw_sessions_write_live)."""
+        cdef char buf[65536]
+        cdef size_t n
+        self._live()
+        with nogil:
+            n = lw_sessions_write_live(self._t, buf, sizeof(buf), max_stuck, -1.0)
+        return buf[:n].decode()
+
+
+def _since_progress_order(view):
+    """stuck()'s order: longest without progress first, then first opened."""
+    return (view.last_progress, view.opened_at)
+
+
+class SessionRegistry(_NativeTable, RegistryBase):
+    __doc__ = SESSION_REGISTRY_DOC
