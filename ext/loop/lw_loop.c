@@ -37,6 +37,13 @@ struct lw_loop {
     _Atomic int64_t samples;
     _Atomic int64_t dropped;
 
+    /* The stall clock, for readers without the mutex (lw_loop_stalled_ns):
+     * the lengths of the stalls that ended and the start of the one going
+     * on (0: none), under a sequence count (odd while they change). */
+    _Atomic uint32_t stall_seq;
+    _Atomic int64_t stalled_ns;
+    _Atomic int64_t stall_open_ns;
+
     /* Sampler-private stall state. */
     int in_stall;
     int64_t stall_id;
@@ -127,6 +134,9 @@ lw_loop *lw_loop_new(int64_t resolution_ns, int64_t stall_threshold_ns, lw_hdr *
     atomic_init(&m->pings_sent, 0);
     atomic_init(&m->pings_skipped, 0);
     atomic_init(&m->heartbeat_ns, lw_loop_now_ns());
+    atomic_init(&m->stall_seq, 0);
+    atomic_init(&m->stalled_ns, 0);
+    atomic_init(&m->stall_open_ns, 0);
     atomic_init(&m->paused, 0);
     atomic_init(&m->active, 0);
     atomic_init(&m->record_seq, 0);
@@ -191,6 +201,10 @@ static void end_stall(lw_loop *m, int64_t end_ns, int64_t now)
     ev.sampler_late_ns = -1;
     ev.run_state = 0;
     m->in_stall = 0;
+    atomic_fetch_add_explicit(&m->stall_seq, 1, memory_order_acq_rel);
+    atomic_fetch_add_explicit(&m->stalled_ns, duration, memory_order_relaxed);
+    atomic_store_explicit(&m->stall_open_ns, 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->stall_seq, 1, memory_order_release);
     push_event(m, &ev);
 }
 
@@ -203,6 +217,9 @@ static void begin_stall(lw_loop *m, int64_t heartbeat, int64_t now, int64_t late
     m->in_stall = 1;
     m->stall_id++;
     m->stall_heartbeat = heartbeat;
+    atomic_fetch_add_explicit(&m->stall_seq, 1, memory_order_acq_rel);
+    atomic_store_explicit(&m->stall_open_ns, heartbeat + m->resolution_ns, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->stall_seq, 1, memory_order_release);
     ev.kind = LW_LOOP_STALL_START;
     ev.stall_id = m->stall_id;
     ev.heartbeat_ns = heartbeat;
@@ -436,6 +453,7 @@ int lw_loop_start(lw_loop *m, int paused)
     }
     m->stopping = 0;
     m->in_stall = 0;
+    atomic_store(&m->stall_open_ns, 0); /* a stopped sampler ended its stall */
     m->credit_heartbeat = -1;
     m->credit_ns = 0;
     m->queue_head = m->queue_len = 0;
@@ -682,6 +700,25 @@ int64_t lw_loop_dropped_events(const lw_loop *m)
     return atomic_load(&((lw_loop *)m)->dropped);
 }
 
+int64_t lw_loop_stalled_ns(const lw_loop *m, int64_t now_ns)
+{
+    lw_loop *mm = (lw_loop *)m;
+    for (int tries = 0;; tries++) {
+        uint32_t seq = atomic_load_explicit(&mm->stall_seq, memory_order_acquire);
+        int64_t total, open;
+        if (seq & 1u) { /* the sampler is between two stores: a few instructions */
+            if (tries > 100)
+                sched_yield();
+            continue;
+        }
+        total = atomic_load_explicit(&mm->stalled_ns, memory_order_relaxed);
+        open = atomic_load_explicit(&mm->stall_open_ns, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&mm->stall_seq, memory_order_relaxed) == seq)
+            return total + (open > 0 && now_ns > open ? now_ns - open : 0);
+    }
+}
+
 void lw_loop_read_live(const lw_loop *m, lw_loop_live *out)
 {
     lw_loop *mm = (lw_loop *)m;
@@ -710,6 +747,11 @@ void lw_loop_after_fork_child(lw_loop *m)
     m->stopping = 1;
     m->suspended = 0;
     m->in_stall = 0;
+    /* The parent's sampler may have been between two stores of the stall
+     * clock: even its count; the stall it had open is not the child's. */
+    if (atomic_load(&m->stall_seq) & 1u)
+        atomic_fetch_add(&m->stall_seq, 1);
+    atomic_store(&m->stall_open_ns, 0);
     m->queue_head = m->queue_len = 0;
     /* The ping's fd is shared with the parent, whose loop watches it: a
      * ping sent or drained here would be the parent's. Leave it open (the

@@ -134,6 +134,17 @@ typedef struct lw_loop_live {
 
 void lw_loop_read_live(const lw_loop *m, lw_loop_live *out);
 
+/* The stall clock, from any thread and without the mutex (a sequence
+ * count): nanoseconds the loop has spent stalled, the stalls that ended
+ * plus the one going on up to now_ns (counted from heartbeat + resolution,
+ * once the sampler has seen it pass the threshold). A stall's final length
+ * ends at the heartbeat that ended it, so a reading taken during it may
+ * exceed the next: a reader that needs a clock keeps the largest. The
+ * session table reads this through the pointer LoopMonitor's core hands
+ * out (loop/native.pyx, _NativeCore.stall_reader). */
+int64_t lw_loop_stalled_ns(const lw_loop *m, int64_t now_ns);
+typedef int64_t (*lw_loop_stalled_fn)(const lw_loop *m, int64_t now_ns);
+
 /* Ping mode (the default of LoopMonitor): instead of a timer callback that
  * beats every resolution, the sampler pings the loop after each pass
  * (lw_ping.h), once the loop answered the last ping, and the loop's reader

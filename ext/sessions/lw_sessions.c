@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lw_loop_clock.h"
 #include "lw_mem.h"
 #include "lw_sessions_internal.h"
 
@@ -121,6 +122,36 @@ void lw_sessions_set_stall(lw_sessions *t, uint64_t token, int first_ok, double 
     t->stall_token = token;
     t->stall_ok = first_ok;
     t->stall_base = t->stall_last = first_ok ? first : 0.0;
+}
+
+void lw_sessions_set_time_source(lw_sessions *t, int clock_native, lw_sessions_stall_fn stall_fn,
+                                 const void *stall_ctx, int python_stall)
+{
+    t->clock_native = clock_native;
+    t->stall_fn = stall_fn;
+    t->stall_ctx = stall_ctx;
+    t->python_stall = python_stall;
+}
+
+/* time.monotonic()'s conversion (CPython's _PyTime_AsSecondsDouble). */
+static double seconds_of(int64_t ns)
+{
+    if (ns % 1000000000 == 0)
+        return (double)(ns / 1000000000);
+    return (double)ns / 1e9;
+}
+
+int lw_sessions_read_native(const lw_sessions *t, lw_sessions_reading *r)
+{
+    int64_t ns;
+    if (!t->clock_native || t->python_stall)
+        return 0;
+    ns = lw_loop_now_ns();
+    r->raw = seconds_of(ns);
+    r->token = t->stall_token;
+    r->sv_ok = t->stall_fn != NULL;
+    r->sv = t->stall_fn ? (double)t->stall_fn(t->stall_ctx, ns) / 1e9 : 0.0;
+    return 1;
 }
 
 int lw_sessions_stall_last(const lw_sessions *t, double *out)

@@ -153,6 +153,17 @@ double lw_sessions_now(lw_sessions *t, const lw_sessions_reading *r);
 /* A new stall clock from now on (token: a number naming it, never reused;
  * first_ok/first: its first reading). The stall counted so far stays. */
 void lw_sessions_set_stall(lw_sessions *t, uint64_t token, int first_ok, double first);
+/* Where the time comes from when the table reads it itself (the status
+ * thread, without the GIL): clock_native, the caller's clock is the
+ * monotonic clock (lw_loop_now_ns); stall_fn(stall_ctx, now_ns), a stall
+ * clock read in C (a native loop monitor's), or NULL; python_stall, a
+ * stall clock only Python can read (then the table's latest time is the
+ * best it knows). */
+typedef int64_t (*lw_sessions_stall_fn)(const void *ctx, int64_t now_ns);
+void lw_sessions_set_time_source(lw_sessions *t, int clock_native, lw_sessions_stall_fn stall_fn,
+                                 const void *stall_ctx, int python_stall);
+/* A reading taken in C: 1 and *r, or 0 when the clock is the caller's. */
+int lw_sessions_read_native(const lw_sessions *t, lw_sessions_reading *r);
 /* The latest stall reading kept (0 if none): a reading below it went back. */
 int lw_sessions_stall_last(const lw_sessions *t, double *out);
 double lw_sessions_latest(const lw_sessions *t);

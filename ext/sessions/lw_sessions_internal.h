@@ -75,6 +75,11 @@ struct lw_sessions {
     double stall_base, stall_last;
     int stall_ok;
     uint64_t stall_token;
+    /* lw_sessions_set_time_source */
+    int clock_native;
+    int python_stall;
+    lw_sessions_stall_fn stall_fn;
+    const void *stall_ctx;
 
     /* collect's output */
     lw_sessions_event *events;

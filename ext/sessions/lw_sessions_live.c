@@ -2,9 +2,13 @@
  * GIL: counts and the stuck sessions, read under the table's mutex. The
  * stuck sessions' ids and keys are the text the binding attached when they
  * became stuck (lw_sessions_set_stuck_text), already escaped for JSON. */
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include "lw_sessions_internal.h"
 
@@ -56,9 +60,20 @@ size_t lw_sessions_write_live(lw_sessions *t, char *buf, size_t cap, size_t max_
     o.cap = cap - 4; /* "]}" and the terminator always fit */
     o.len = 0;
     o.full = 0;
-    lw_sessions_lock(t, 0);
+    lw_sessions_reading r;
+    /* The table's lock: held by a Python thread only briefly, or while an
+     * id's __eq__ runs, which needs the GIL the blocked loop may hold: do
+     * not wait on it for long. */
+    for (int tries = 0; !lw_sessions_trylock(t, 0); tries++) {
+        struct timespec ms = {0, 1000000};
+        if (tries == 20) {
+            snprintf(buf, cap, "{\"unavailable\":\"the session table is busy\"}");
+            return strlen(buf);
+        }
+        nanosleep(&ms, NULL);
+    }
     if (now < 0)
-        now = t->latest;
+        now = lw_sessions_read_native(t, &r) ? lw_sessions_now(t, &r) : t->latest;
     n_stuck = t->stuck.len;
     put(&o, "{\"total\":%zu,\"counts\":{", t->len);
     for (int s = 0; s < LW_SESS_STATES; s++)

@@ -25,6 +25,14 @@
 #define LW_STATUS_WATCH_MS 25        /* watchdog period while stall lines are on */
 #define LW_STATUS_STACK_MAX 32768    /* bytes of a stack dump kept */
 #define LW_STATUS_NAME_MAX 256    /* bytes of a loop name or line prefix kept */
+#define LW_STATUS_SESSIONS_MAX 65536 /* bytes of one registry's live sessions */
+#define LW_STATUS_STUCK_LISTED 50    /* stuck sessions listed per registry (document.MAX_STUCK_LISTED) */
+
+typedef struct status_sessions {
+    int64_t id;
+    void *table;
+    lw_status_sessions_fn write;
+} status_sessions;
 
 typedef struct status_loop {
     int64_t id;
@@ -60,6 +68,11 @@ struct lw_status {
     status_loop *loops;
     int nloops;
     int caploops;
+
+    status_sessions *sessions;
+    int nsessions;
+    int capsessions;
+    char *sessions_buf; /* LW_STATUS_SESSIONS_MAX, allocated on first use */
 
     lw_status_stack_fn stack_fn;
     int stall_fd;
@@ -290,6 +303,8 @@ void lw_status_free(lw_status *s)
     pthread_mutex_destroy(&s->mutex);
     free(s->published);
     free(s->loops);
+    free(s->sessions);
+    free(s->sessions_buf);
     free(s);
 }
 
@@ -419,6 +434,47 @@ void lw_status_remove_loop(lw_status *s, int64_t id)
     if (l) {
         *l = s->loops[s->nloops - 1];
         s->nloops--;
+    }
+    pthread_mutex_unlock(&s->mutex);
+}
+
+int lw_status_add_sessions(lw_status *s, int64_t id, void *table, lw_status_sessions_fn write)
+{
+    int err = 0, i;
+    pthread_mutex_lock(&s->mutex);
+    for (i = 0; i < s->nsessions; i++)
+        if (s->sessions[i].id == id)
+            err = EEXIST;
+    if (!err && s->nsessions == s->capsessions) {
+        int cap = s->capsessions ? s->capsessions * 2 : 2;
+        status_sessions *p = realloc(s->sessions, (size_t)cap * sizeof *p);
+        if (!p)
+            err = ENOMEM;
+        else {
+            s->sessions = p;
+            s->capsessions = cap;
+        }
+    }
+    if (!err) {
+        s->sessions[s->nsessions].id = id;
+        s->sessions[s->nsessions].table = table;
+        s->sessions[s->nsessions].write = write;
+        s->nsessions++;
+    }
+    pthread_mutex_unlock(&s->mutex);
+    return err;
+}
+
+void lw_status_remove_sessions(lw_status *s, int64_t id)
+{
+    int i;
+    pthread_mutex_lock(&s->mutex);
+    for (i = 0; i < s->nsessions; i++) {
+        if (s->sessions[i].id == id) {
+            s->sessions[i] = s->sessions[s->nsessions - 1];
+            s->nsessions--;
+            break;
+        }
     }
     pthread_mutex_unlock(&s->mutex);
 }
@@ -564,7 +620,28 @@ static void build_document(lw_status *s, sbuf *doc, int fresh)
         }
         sb_str(doc, "}");
     }
-    sb_str(doc, "]}");
+    sb_str(doc, "]");
+    /* The registries as their tables know them now: only when the
+     * published part (which has them too) may be stale. */
+    if (!fresh && s->nsessions) {
+        if (!s->sessions_buf)
+            s->sessions_buf = malloc(LW_STATUS_SESSIONS_MAX);
+        sb_str(doc, ",\"sessions\":[");
+        for (i = 0; i < s->nsessions && s->sessions_buf; i++) {
+            size_t n = s->sessions[i].write(s->sessions[i].table, s->sessions_buf,
+                                            LW_STATUS_SESSIONS_MAX, LW_STATUS_STUCK_LISTED, -1.0);
+            if (i)
+                sb_str(doc, ",");
+            sb_fmt(doc, "{\"id\":%lld,\"table\":", 0, (long long)s->sessions[i].id);
+            if (n)
+                sb_put(doc, s->sessions_buf, n);
+            else
+                sb_str(doc, "null");
+            sb_str(doc, "}");
+        }
+        sb_str(doc, "]");
+    }
+    sb_str(doc, "}");
     if (s->published) {
         sb_str(doc, ",");
         sb_put(doc, s->published + 1, s->published_len - 1);

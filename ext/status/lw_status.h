@@ -88,6 +88,16 @@ int lw_status_publish(lw_status *s, const char *json, size_t len);
 int lw_status_add_loop(lw_status *s, int64_t id, const lw_loop *loop, void *thread_state,
                        const char *name, const char *line_prefix);
 void lw_status_remove_loop(lw_status *s, int64_t id);
+/* Session registries whose counts and stuck sessions are served from native
+ * memory when no Python code can run (the document's "live" part): `table`
+ * is read through `write` (the session table's lw_sessions_write_live,
+ * handed over as a pointer so that this file needs none of its code), which
+ * must stay valid until the registry is removed. 0, ENOMEM, EEXIST. */
+typedef size_t (*lw_status_sessions_fn)(void *table, char *buf, size_t cap, size_t max_stuck,
+                                        double now);
+int lw_status_add_sessions(lw_status *s, int64_t id, void *table, lw_status_sessions_fn write);
+void lw_status_remove_sessions(lw_status *s, int64_t id);
+
 /* The Python reporter has reported this stall (no watchdog line needed). */
 void lw_status_ack_stall(lw_status *s, int64_t id, int64_t stall_id);
 

@@ -72,6 +72,12 @@ def test_a_native_stall_names_its_frame_as_a_python_stall_does(runtime_dir):
         from loopwatch import query_status
 
         deadline = time.monotonic() + 3.0  # the block lasts 4 s
+        while query_status(proc.pid, timeout=2.0)["live"]["python_answered"]:
+            assert time.monotonic() < deadline, "no native-served document during the block"
+            time.sleep(0.02)
+        # The registry is read from its C table by the status thread.
+        out = _loopwatch("status", str(proc.pid)).stdout
+        assert "sessions: 3 (processing 3); stuck: 0; read live from the native table" in out, out
         while not query_status(proc.pid, timeout=2.0)["live"]["loops"][0].get("stack_text"):
             if time.monotonic() > deadline:
                 pytest.skip("no native stack dumper on this build")

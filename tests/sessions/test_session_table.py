@@ -367,6 +367,58 @@ def test_a_clock_that_is_time_monotonic_is_read_in_c(impl):
     assert before <= view.opened_at <= after  # the same clock, converted alike
 
 
+@native
+@pytest.mark.timeout(60, method="thread")
+def test_a_native_monitor_s_stall_clock_is_read_in_c(impl, loop):
+    """Diagnostics attaches monitor.stalled_seconds: the C table reads the
+    sampler's stall clock itself (no Python call per heartbeat, and the
+    status thread can read it while Python cannot run), and the registry's
+    time stands still while the loop is stalled."""
+    import asyncio
+    import time
+
+    from loop_support import LoopThread
+
+    if impl.name != "native":
+        pytest.skip("the C table")
+    reg = impl.SessionRegistry(stuck_after=60)
+    runner = LoopThread(loop)
+    monitor = impl.LoopMonitor(loop, resolution=0.005, stall_threshold=0.05)
+    try:
+        runner.call(monitor.start)
+        reg.set_stall_clock(monitor.stalled_seconds)
+        assert reg._stall_source() == "native"
+        blocked, release = threading.Event(), threading.Event()
+
+        def block():
+            blocked.set()
+            release.wait(30)  # a stall for as long as the test needs (the GIL is free)
+
+        loop.call_soon_threadsafe(block)
+        assert blocked.wait(10)
+        deadline = time.monotonic() + 10
+        while monitor.current_stall() is None:  # seen by the sampler and reported
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        t1, w1 = reg.time(), time.monotonic()
+        time.sleep(0.1)
+        t2, w2 = reg.time(), time.monotonic()
+        release.set()
+        assert w2 - w1 >= 0.1
+        assert abs(t2 - t1) < 1e-3, (t2 - t1)  # the stalled time does not count
+        while monitor.current_stall() is not None:  # the loop runs again, the stall ended
+            assert time.monotonic() < deadline + 10
+            time.sleep(0.01)
+        t3 = reg.time()
+        time.sleep(0.05)
+        assert reg.time() - t3 >= 0.04  # and time counts again once it ends
+        reg.set_stall_clock(None)
+        assert reg._stall_source() is None
+    finally:
+        runner.call(monitor.stop)
+        runner.stop()
+
+
 def test_views_of_many_sessions_are_all_there(make, clock):
     reg = make(max_sessions=5000)
     for i in range(5000):

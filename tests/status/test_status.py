@@ -152,6 +152,11 @@ def test_status_answers_during_a_native_stall_holding_the_gil(request, loop_kind
             assert "block_in_native" in (live["stack_text"] or ""), live
         else:
             assert live["stack_text"] is None and "unavailable" in live["stack_error"]
+        # The registry, read from its C table by the status thread (the
+        # published part may be older): its three sessions, none stuck.
+        table = doc["live"]["sessions"][0]["table"]
+        assert table["total"] == 3 and table["counts"]["processing"] == 3, table
+        assert table["stuck_count"] == 0 and table["stuck"] == []
     # The native watchdog's line, written while the stall went on.
     assert "reported by the native watchdog" in err
     if _native_dumper():

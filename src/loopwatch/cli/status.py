@@ -91,6 +91,26 @@ def _live_loops(doc: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return {entry["id"]: entry for entry in doc.get("live", {}).get("loops", [])}
 
 
+def live_sessions(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The registries as the native status thread read them from their
+    tables just now (served when no Python code could run), merged like
+    the published ``sessions`` entry; None when the document has none."""
+    tables = [entry.get("table") for entry in doc.get("live", {}).get("sessions", [])]
+    tables = [t for t in tables if isinstance(t, dict) and "counts" in t]
+    if not tables:
+        return None
+    counts: dict[str, int] = {}
+    stuck: list[dict[str, Any]] = []
+    for table in tables:
+        for state, n in table["counts"].items():
+            counts[state] = counts.get(state, 0) + n
+        stuck += table["stuck"]
+    stuck.sort(key=lambda s: -s["since_progress_s"])
+    return {"total": sum(t["total"] for t in tables), "counts": counts,
+            "queued": sum(t.get("queued", 0) for t in tables),
+            "stuck_count": sum(t["stuck_count"] for t in tables), "stuck": stuck, "live": True}
+
+
 def _stalled_now(doc: dict[str, Any]) -> tuple[bool, float]:
     """Whether any loop is stalled now (live figures first), and the
     longest stall going on so far."""
@@ -169,12 +189,13 @@ def format_process(doc: dict[str, Any], answered_in: float | None = None) -> str
                      f"(heartbeat {now.get('heartbeat_age_s', 0):.2f} s ago)")
         if now.get("stalled"):
             lines += _live_stall_lines(now, None)
-    sessions = doc.get("sessions")
+    sessions = live_sessions(doc) or doc.get("sessions")
     if sessions:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(sessions["counts"].items()) if v)
         lines.append("")
         lines.append(f"  sessions: {sessions['total']} ({counts}); "
-                     f"stuck: {sessions['stuck_count']}")
+                     f"stuck: {sessions['stuck_count']}"
+                     + ("; read live from the native table" if sessions.get("live") else ""))
         if sessions["stuck"]:
             lines.append(f"    {'id':<38} {'key':<20} {'state':<11} {'age':>9} "
                          f"{'no progress':>12} {'reports':>7}")
@@ -288,7 +309,7 @@ def _all(opts: dict[str, Any], out: TextIO, err: TextIO) -> int:
             continue
         p99 = max((lp["interval"]["lag_ms"]["p99"] for lp in doc.get("loops", [])), default=None)
         stalled, so_far = _stalled_now(doc)
-        stuck = (doc.get("sessions") or {}).get("stuck_count", 0)
+        stuck = (live_sessions(doc) or doc.get("sessions") or {}).get("stuck_count", 0)
         print(f"{pid:>7}  {_command(doc):<40}  {_ms(p99):>9}  "
               f"{('yes, ' + format(so_far, '.1f') + ' s') if stalled else 'no':<14}  {stuck:>5}",
               file=out)

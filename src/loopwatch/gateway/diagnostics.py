@@ -289,7 +289,7 @@ class Diagnostics:
         queued = 0
         if self._registry is not None:
             counts = self._registry.counts()
-            queued = sum(v.queue_depth or 0 for v in self._registry)
+            queued = self._registry.queued()
         report = self._liveness.evaluate(stats.interval, counts, queued)
         server = self._server
         if server is not None:

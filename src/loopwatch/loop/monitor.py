@@ -865,6 +865,17 @@ class LoopMonitorBase:
         with self._lock:
             return self._current_report
 
+    def _native_stall_reader(self) -> tuple[int, int, Any] | None:
+        """``(function, context, core)``: the addresses through which C code
+        reads :meth:`stalled_seconds`'s figure without the GIL (the sampler
+        keeps it; see lw_loop_stalled_ns), and the core to keep alive
+        meanwhile. None for the twin, or before the first start."""
+        core = self._core
+        if core is None:
+            return None
+        reader = core.stall_reader()
+        return None if reader is None else (reader[0], reader[1], core)
+
     def stalled_seconds(self) -> float:
         """Seconds the loop has spent stalled since the monitor was created:
         the lengths of the stalls that ended plus the one going on, so far.

@@ -76,6 +76,7 @@ cdef extern from "lw_loop.h" nogil:
         int64_t threshold_ns
         int64_t samples
     void lw_loop_read_live(const lw_loop *m, lw_loop_live *out)
+    int64_t lw_loop_stalled_ns(const lw_loop *m, int64_t now_ns)
 
 
 def now_ns():
@@ -229,6 +230,13 @@ cdef class _NativeCore:
         its live figures without the GIL (it keeps this core alive while
         it does)."""
         return <size_t>self._m
+
+    def stall_reader(self):
+        """``(function, context)`` addresses for reading the loop's stall
+        clock from C without the GIL (``lw_loop_stalled_ns(context, now)``),
+        for a native session table that measures ages in unstalled time; it
+        must keep this core alive while it reads. The twin has none (None)."""
+        return (<size_t>&lw_loop_stalled_ns, <size_t>self._m)
 
     def dropped_events(self):
         return lw_loop_dropped_events(self._m)

@@ -151,6 +151,10 @@ class _PyCore:
         self._selectwait = _SelectWait()
         self._init_sync()
 
+    def stall_reader(self) -> tuple[int, int] | None:
+        """The native core's C reader of the stall clock; the twin has none."""
+        return None
+
     def __del__(self) -> None:
         ping, self._ping = getattr(self, "_ping", None), None
         if ping is not None:

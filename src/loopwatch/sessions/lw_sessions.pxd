@@ -81,6 +81,11 @@ cdef extern from "lw_sessions.h" nogil:
     ctypedef struct lw_sessions:
         pass
 
+    ctypedef int64_t (*lw_sessions_stall_fn)(const void *ctx, int64_t now_ns)
+    void lw_sessions_set_time_source(lw_sessions *t, int clock_native, lw_sessions_stall_fn stall_fn,
+                                     const void *stall_ctx, int python_stall)
+    int lw_sessions_read_native(const lw_sessions *t, lw_sessions_reading *r)
+
     lw_sessions *lw_sessions_new(const lw_sessions_config *cfg, double start)
     void lw_sessions_free(lw_sessions *t)
     void lw_sessions_lock(lw_sessions *t, unsigned long owner)

@@ -119,6 +119,9 @@ cdef class _NativeTable:
     cdef object _c_clock
     cdef bint _clock_native      # the clock is time.monotonic: read in C
     cdef object _c_stall         # the stall clock, or None
+    cdef lw_sessions_stall_fn _stall_fn  # ... read in C (a native loop monitor's), or NULL
+    cdef const void *_stall_ctx
+    cdef object _stall_keep      # what keeps _stall_ctx alive (the monitor's core)
     cdef uint64_t _stall_token   # names the stall clock in readings
     cdef bint _stall_warned
     cdef dict _tasks             # index -> (gen, task, done-callback)
@@ -166,6 +169,7 @@ cdef class _NativeTable:
         self._t = lw_sessions_new(&cfg, start)
         if self._t is NULL:
             raise MemoryError()
+        self._time_source()
         _TABLES.add(self)
 
     @property
@@ -177,6 +181,15 @@ cdef class _NativeTable:
     def _clock(self, clock):
         self._c_clock = clock
         self._clock_native = clock is _monotonic
+        self._time_source()
+
+    cdef _time_source(self):
+        """Tell the table where its time comes from (it reads it itself
+        when it can: the hot path and the status thread)."""
+        if self._t is not NULL:
+            lw_sessions_set_time_source(self._t, self._clock_native, self._stall_fn,
+                                        self._stall_ctx,
+                                        self._c_stall is not None and self._stall_fn is NULL)
 
     @property
     def _stall(self):
@@ -188,6 +201,10 @@ cdef class _NativeTable:
         # Another function under the same attachment (the tests' broken
         # monitor): set_stall_clock is the way to attach one.
         self._c_stall = stalled
+        self._stall_fn = NULL
+        self._stall_ctx = NULL
+        self._stall_keep = None
+        self._time_source()
 
     cdef int _live(self) except -1:
         if self._t is NULL:
@@ -215,6 +232,8 @@ cdef class _NativeTable:
     cdef int _read(self, lw_sessions_reading *r) except -1:
         """The clock and the stall clock, outside the lock."""
         cdef object raw, stall, v
+        if lw_sessions_read_native(self._t, r):  # the monotonic clock, and a native stall clock or none
+            return 0
         if self._clock_native:
             r.raw = _clock_now()
         else:
@@ -227,7 +246,10 @@ cdef class _NativeTable:
         r.token = self._stall_token
         r.sv_ok = 0
         r.sv = 0.0
-        if stall is not None:
+        if self._stall_fn is not NULL:
+            r.sv = <double>self._stall_fn(self._stall_ctx, lw_loop_now_ns()) / 1e9
+            r.sv_ok = 1
+        elif stall is not None:
             v = self._read_stall(stall, False)
             if v is not None:
                 r.sv_ok = 1
@@ -294,16 +316,27 @@ cdef class _NativeTable:
         negative, non-finite or decreasing value counts as no stall added for
         that reading (logged once at WARNING); it runs outside the lock.
         """
+        cdef size_t fn = 0, ctx = 0
         if stalled is not None and not callable(stalled):
             raise TypeError(f"stalled must be a callable returning seconds or None, got {stalled!r}")
         self._live()
-        first = None if stalled is None else self._read_stall(stalled, True)
+        native = _native_stall_reader(stalled)
+        if native is not None:
+            fn, ctx, keep = native
+            first = <double>(<lw_sessions_stall_fn>fn)(<const void *>ctx, lw_loop_now_ns()) / 1e9
+        else:
+            keep = None
+            first = None if stalled is None else self._read_stall(stalled, True)
         self._lock()
         self._stall_token += 1
         lw_sessions_set_stall(self._t, self._stall_token, first is not None,
                               0.0 if first is None else first)
         self._c_stall = stalled
+        self._stall_fn = <lw_sessions_stall_fn>fn
+        self._stall_ctx = <const void *>ctx
+        self._stall_keep = keep
         self._stall_warned = False
+        self._time_source()
         lw_sessions_unlock(self._t)
 
     def time(self):
@@ -875,6 +908,20 @@ cdef class _NativeTable:
         self._live()
         return lw_sessions_memory(self._t)
 
+    def _stall_source(self):
+        """Where the stall clock is read: "native" (a native monitor's, in
+        C), "python" (a callable), or None (no stall clock)."""
+        if self._stall_fn is not NULL:
+            return "native"
+        return None if self._c_stall is None else "python"
+
+    def _status_writer(self):
+        """``(function, table)`` addresses for the native status server,
+        which calls ``lw_sessions_write_live(table, ...)`` from its own
+        thread without the GIL; it keeps this registry alive while it may."""
+        self._live()
+        return (<size_t>&lw_sessions_write_live, <size_t>self._t)
+
     def _live_json(self, size_t max_stuck=20):
         """What the status server's thread serves (lw_sessions_write_live)."""
         cdef char buf[65536]
@@ -883,6 +930,18 @@ cdef class _NativeTable:
         with nogil:
             n = lw_sessions_write_live(self._t, buf, sizeof(buf), max_stuck, -1.0)
         return buf[:n].decode()
+
+
+def _native_stall_reader(stalled):
+    """(function, context, keep-alive) when ``stalled`` is a native loop
+    monitor's ``stalled_seconds``: the table then reads the monitor's stall
+    clock in C, with no Python call per heartbeat and while Python cannot
+    run (the status thread). None otherwise."""
+    owner = getattr(stalled, "__self__", None)
+    if owner is None or getattr(stalled, "__name__", None) != "stalled_seconds":
+        return None
+    get = getattr(owner, "_native_stall_reader", None)
+    return None if get is None else get()
 
 
 def _since_progress_order(view):

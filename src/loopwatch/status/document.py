@@ -99,35 +99,55 @@ def loop_entry(loop_id: int, name: str, monitor: Any) -> dict[str, Any]:
     return entry
 
 
+def _stuck_entry(view: Any, now: float) -> dict[str, Any]:
+    return {
+        "id": printable(view.session_id),
+        "key": None if view.key is None else printable(view.key),
+        "state": view.state,
+        "age_s": round(now - view.state_since, 3),
+        "since_progress_s": round(now - view.last_progress, 3),
+        "queue_depth": view.queue_depth,
+        "reports": view.stuck_reports,
+    }
+
+
+def sessions_live(registry: Any, max_stuck: int = MAX_STUCK_LISTED) -> dict[str, Any]:
+    """One registry's counts and stuck sessions, in the shape the native
+    status thread serves from the C table (lw_sessions_write_live): what
+    the twin's status thread serves in the live part."""
+    now = registry.time()
+    stuck = registry.stuck()
+    return {
+        "total": len(registry),
+        "counts": registry.counts(),
+        "queued": registry.queued(),
+        "stuck_count": len(stuck),
+        "stuck": [_stuck_entry(v, now) for v in stuck[:max_stuck]],
+    }
+
+
 def sessions_entry(registries: list[Any]) -> dict[str, Any] | None:
     """Counts by state over every registry, and the stuck sessions (at most
-    MAX_STUCK_LISTED, the longest stuck first)."""
+    MAX_STUCK_LISTED, the longest stuck first). O(stuck sessions): the
+    others are not looked at."""
     if not registries:
         return None
     counts: dict[str, int] = {}
     stuck: list[dict[str, Any]] = []
-    total = 0
+    total = queued = 0
     for registry in registries:
         for state, n in registry.counts().items():
             counts[state] = counts.get(state, 0) + n
+        total += len(registry)
+        queued += registry.queued()
         # the registry's time: a view's times exclude the loop's stalls
-        now = registry.time() if hasattr(registry, "time") else registry._clock()
-        for view in registry:
-            total += 1
-            if view.stuck:
-                stuck.append({
-                    "id": printable(view.session_id),
-                    "key": None if view.key is None else printable(view.key),
-                    "state": view.state,
-                    "age_s": round(now - view.state_since, 3),
-                    "since_progress_s": round(now - view.last_progress, 3),
-                    "queue_depth": view.queue_depth,
-                    "reports": view.stuck_reports,
-                })
+        now = registry.time()
+        stuck += [_stuck_entry(view, now) for view in registry.stuck()]
     stuck.sort(key=lambda s: -s["since_progress_s"])
     return {
         "total": total,
         "counts": counts,
+        "queued": queued,
         "stuck_count": len(stuck),
         "stuck": stuck[:MAX_STUCK_LISTED],
         "stuck_listed_max": MAX_STUCK_LISTED,

@@ -32,6 +32,10 @@ cdef extern from "lw_status.h" nogil:
     int lw_status_add_loop(lw_status *s, int64_t id, const lw_loop *loop, void *thread_state,
                            const char *name, const char *line_prefix)
     void lw_status_remove_loop(lw_status *s, int64_t id)
+    ctypedef size_t (*lw_status_sessions_fn)(void *table, char *buf, size_t cap, size_t max_stuck,
+                                            double now)
+    int lw_status_add_sessions(lw_status *s, int64_t id, void *table, lw_status_sessions_fn write)
+    void lw_status_remove_sessions(lw_status *s, int64_t id)
     void lw_status_ack_stall(lw_status *s, int64_t id, int64_t stall_id)
     int64_t lw_status_served(const lw_status *s)
     int64_t lw_status_stall_lines(const lw_status *s)
@@ -61,9 +65,11 @@ The native server thread over a listening socket (see lw_status.h)."""
 
     cdef lw_status *_s
     cdef dict _keep  # loop id -> the monitor core whose lw_loop is registered
+    cdef dict _keep_sessions  # registry id -> the registry whose table is registered
 
     def __cinit__(self, int listen_fd, int scratch_fd, double fresh_wait):
         self._keep = {}
+        self._keep_sessions = {}
         self._s = lw_status_new(listen_fd, scratch_fd, <int64_t>(fresh_wait * 1e9))
         if self._s is NULL:
             raise MemoryError()
@@ -167,6 +173,30 @@ The native server thread over a listening socket (see lw_status.h)."""
         with nogil:
             lw_status_remove_loop(self._s, loop_id)
         self._keep.pop(loop_id, None)
+
+    def add_sessions(self, int64_t registry_id, registry):
+        """Serve a native SessionRegistry's table live (counts, stuck
+        sessions) when no Python code can run; the registry is kept alive
+        until remove_sessions. TypeError for a registry without a native
+        table (the pure twin's)."""
+        self._check()
+        writer = getattr(registry, "_status_writer", None)
+        addresses = writer() if writer is not None else None
+        if addresses is None:
+            raise TypeError("this registry has no native table to serve")
+        cdef size_t fn = addresses[0], table = addresses[1]
+        cdef int err = lw_status_add_sessions(self._s, registry_id, <void *>table,
+                                              <lw_status_sessions_fn>fn)
+        if err != 0:
+            raise OSError(err, os.strerror(err))
+        self._keep_sessions[registry_id] = registry
+
+    def remove_sessions(self, int64_t registry_id):
+        if self._s is NULL:
+            return
+        with nogil:
+            lw_status_remove_sessions(self._s, registry_id)
+        self._keep_sessions.pop(registry_id, None)
 
     def ack_stall(self, int64_t loop_id, int64_t stall_id):
         if self._s is NULL:

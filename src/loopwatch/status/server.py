@@ -151,6 +151,8 @@ class StatusServer:
             self._core = core
             for loop_id, (monitor, name) in self._loops.items():
                 self._attach_live(loop_id, monitor, name)
+            for registry in self._registries:
+                self._attach_sessions(registry)
             self._publish(core)  # a first document, for clients that come while Python cannot run
             self._publisher = threading.Thread(target=self._publish_loop, args=(core,),
                                                name="loopwatch-status-publisher", daemon=True)
@@ -309,20 +311,32 @@ class StatusServer:
             pass
 
     def add_registry(self, registry: Any) -> None:
-        """Serve a SessionRegistry's counts and stuck sessions."""
+        """Serve a SessionRegistry's counts and stuck sessions (also while
+        no Python code can run: the native status thread reads the native
+        registry's table itself)."""
         with self._lock:
-            if registry in self._registries:
+            if any(r is registry for r in self._registries):
                 return
             self._registries.append(registry)
+            if self._core is not None and self._listen:
+                self._attach_sessions(registry)
         self._republish()
 
     def remove_registry(self, registry: Any) -> None:
         """Stop serving a registry (one not served is ignored)."""
         with self._lock:
-            if registry not in self._registries:
+            if not any(r is registry for r in self._registries):
                 return
-            self._registries.remove(registry)
+            self._registries = [r for r in self._registries if r is not registry]
+            if self._core is not None:
+                self._core.remove_sessions(id(registry))
         self._republish()
+
+    def _attach_sessions(self, registry: Any) -> None:
+        try:
+            self._core.add_sessions(id(registry), registry)
+        except (OSError, TypeError):
+            pass  # a registry the core cannot read live: served by Python only
 
     def set_liveness(self, record: dict[str, Any]) -> None:
         """The last liveness line and its fields."""

@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Any
 
+from . import document
+
 __all__ = ["StatusCore"]
 
 _MAX_BATCH = 1024
@@ -54,6 +56,7 @@ class StatusCore:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._loops: dict[int, tuple[Any, str]] = {}
+        self._sessions: dict[int, Any] = {}  # registry id -> registry
         self._served = 0
 
     def start(self) -> None:
@@ -138,6 +141,17 @@ class StatusCore:
     def remove_loop(self, loop_id: int) -> None:
         self._loops.pop(loop_id, None)
 
+    def add_sessions(self, registry_id: int, registry: Any) -> None:
+        """Serve a registry's counts and stuck sessions in the live part
+        (read through its Python API, which needs the GIL, as everything
+        the twin's thread does)."""
+        if registry_id in self._sessions:
+            raise OSError(f"registry {registry_id} already registered")
+        self._sessions[registry_id] = registry
+
+    def remove_sessions(self, registry_id: int) -> None:
+        self._sessions.pop(registry_id, None)
+
     def ack_stall(self, loop_id: int, stall_id: int) -> None:
         pass
 
@@ -164,7 +178,11 @@ class StatusCore:
                 entry.update(stall_id=stall_id, stall_so_far_s=(now - started) / 1e9,
                              stack_text=None, stack_error=None)
             loops.append(entry)
-        return {"python_answered": fresh, "loops": loops}
+        live: dict[str, Any] = {"python_answered": fresh, "loops": loops}
+        if not fresh and self._sessions:
+            live["sessions"] = [{"id": registry_id, "table": document.sessions_live(registry)}
+                                for registry_id, registry in list(self._sessions.items())]
+        return live
 
     def _document(self, fresh: bool) -> bytes:
         now = time.monotonic_ns()
