@@ -1,8 +1,9 @@
 """SessionRegistry: progress() with 10**6 sessions, and check() with nothing
 due at 10**3, 10**5 and 10**6 sessions, each against its baseline measured in
-the same run: the registry on a heapq with lazy deletion (asyncio's scheme)
-and on the pure-Python wheel for progress(); a full scan of a dict of the
-same sessions for check().
+the same run: the pure registry on a heapq with lazy deletion (asyncio's
+scheme) and on the pure-Python wheel for progress(); a full scan of a dict
+of the same sessions for check(). (benchmarks/sessions/table.py measures
+the same cold, in fresh processes, for the README's table.)
 
     python -m pytest benchmarks/sessions/bench_sessions.py -s
 """
@@ -13,8 +14,7 @@ import random
 
 import pytest
 
-from heapq_timers import wheel_factories
-from loopwatch import SessionRegistry
+from heapq_timers import registry_factories
 
 RESULTS: dict[tuple[str, str, int], float] = {}
 BATCH = 1000
@@ -30,12 +30,11 @@ class Clock:
 
 
 def build(name: str, n: int):
-    factory = wheel_factories().get(name)
+    factory = registry_factories().get(name)
     if factory is None:
         pytest.skip("native extension not built")
     clock = Clock()
-    reg = SessionRegistry(stuck_after=STUCK_AFTER, clock=clock, wheel_factory=factory,
-                          max_sessions=n)
+    reg = factory(stuck_after=STUCK_AFTER, clock=clock, max_sessions=n)
     rnd = random.Random(n)
     for i in range(n):
         clock.t = 1000.0 + rnd.random()  # opened over one second

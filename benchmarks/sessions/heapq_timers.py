@@ -68,6 +68,24 @@ class HeapqTimers:
         return out
 
 
+def registry_factories():
+    """The registries measured against this baseline, by name: "native"
+    (the C table, when the extension is built), "python" (the twin on the
+    pure wheel) and "heapq" (the twin on this module: the baseline)."""
+    import functools
+
+    from loopwatch._selector import load_implementation
+
+    twin = load_implementation("python")
+    out = {"python": functools.partial(twin.SessionRegistry, wheel_factory=twin.TimerWheel),
+           "heapq": functools.partial(twin.SessionRegistry, wheel_factory=HeapqTimers)}
+    try:
+        out["native"] = load_implementation("native").SessionRegistry
+    except ImportError:
+        pass
+    return out
+
+
 def wheel_factories():
     """The wheels measured against this baseline, by name: "native" (when the
     extension is built), "python" (the twin) and "heapq" (this module)."""

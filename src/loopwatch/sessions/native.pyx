@@ -23,6 +23,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF, Py_XINCREF
+cimport cython
 
 from loopwatch.sessions.lw_sessions cimport *
 
@@ -55,7 +56,9 @@ from loopwatch.sessions.registry import (
 __all__ = ["SessionRegistry"]
 
 cdef extern from "Python.h":
-    unsigned long PyThread_get_thread_ident()
+    ctypedef struct PyThreadState:
+        pass
+    PyThreadState *PyThreadState_Get()
     # Declared without an exception value: it returns -1 with the error set,
     # which the C lookup passes up as LW_SESSIONS_EQERR.
     int _rich_eq "PyObject_RichCompareBool" (PyObject *a, PyObject *b, int op)
@@ -217,7 +220,9 @@ cdef class _NativeTable:
 
     # -- the lock --------------------------------------------------------------
     cdef int _lock(self) except -1:
-        cdef unsigned long me = PyThread_get_thread_ident()
+        # The calling thread's state names it (cheaper than its id): the
+        # lock's owner, for telling a call back from under it.
+        cdef unsigned long me = <unsigned long><size_t>PyThreadState_Get()
         if self._t is NULL:
             self._live()
         if lw_sessions_trylock(self._t, me):
@@ -478,7 +483,8 @@ cdef class _NativeTable:
         if recovered:
             self._recovered(&ev)
 
-    def progress_handle(self, handle):
+    @cython.always_allow_keywords(False)
+    def progress_handle(self, handle, /):
         """:meth:`progress` by the session's handle (:attr:`SessionView.handle`,
         :attr:`SessionScope.handle`): no hashing, no lookup by id. KeyError
         once that session is closed or evicted (never another session's

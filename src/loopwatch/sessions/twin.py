@@ -388,7 +388,7 @@ class SessionRegistry(RegistryBase):
             self._release()
         raise _unknown(session_id)
 
-    def progress_handle(self, handle: int) -> None:
+    def progress_handle(self, handle: int, /) -> None:
         """:meth:`progress` by the session's handle (:attr:`SessionView.handle`,
         :attr:`SessionScope.handle`): no hashing, no lookup by id. KeyError
         once that session is closed or evicted (never another session's
