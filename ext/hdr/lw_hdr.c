@@ -1,5 +1,6 @@
 /* lw_hdr: HDR histogram layout, recording and queries. See lw_hdr.h. */
 #include "lw_hdr_internal.h"
+#include "lw_hdr_record.h"
 
 #include <assert.h>
 #include <math.h>
@@ -12,36 +13,6 @@ __extension__ typedef __int128 lw_wide;
 typedef long double lw_wide;
 #endif
 
-static int lw_clz64(uint64_t x) {
-#if defined(__GNUC__) || defined(__clang__)
-    return __builtin_clzll(x);
-#else
-    int n = 0;
-    if (x == 0) return 64;
-    while (!(x & 0x8000000000000000ULL)) { x <<= 1; n++; }
-    return n;
-#endif
-}
-
-static int32_t bucket_index_of(const lw_hdr *h, int64_t value) {
-    int32_t pow2ceiling = 64 - lw_clz64((uint64_t)value | (uint64_t)h->sub_bucket_mask);
-    return pow2ceiling - h->unit_magnitude - (h->sub_bucket_half_count_magnitude + 1);
-}
-
-static int32_t sub_bucket_index_of(const lw_hdr *h, int64_t value, int32_t bucket) {
-    return (int32_t)(value >> (bucket + h->unit_magnitude));
-}
-
-static int32_t counts_index(const lw_hdr *h, int32_t bucket, int32_t sub_bucket) {
-    int32_t base = (bucket + 1) << h->sub_bucket_half_count_magnitude;
-    return base + (sub_bucket - h->sub_bucket_half_count);
-}
-
-int32_t lw_hdr__counts_index_for(const lw_hdr *h, int64_t value) {
-    int32_t bucket = bucket_index_of(h, value);
-    return counts_index(h, bucket, sub_bucket_index_of(h, value, bucket));
-}
-
 int64_t lw_hdr_value_at_index(const lw_hdr *h, int32_t index) {
     int32_t bucket = (index >> h->sub_bucket_half_count_magnitude) - 1;
     int32_t sub_bucket = (index & (h->sub_bucket_half_count - 1)) + h->sub_bucket_half_count;
@@ -53,15 +24,15 @@ int64_t lw_hdr_value_at_index(const lw_hdr *h, int32_t index) {
 }
 
 static int64_t equivalent_range(const lw_hdr *h, int64_t value) {
-    int32_t bucket = bucket_index_of(h, value);
-    int32_t sub_bucket = sub_bucket_index_of(h, value, bucket);
+    int32_t bucket = lw_hdr__bucket_index_of(h, value);
+    int32_t sub_bucket = lw_hdr__sub_bucket_index_of(h, value, bucket);
     if (sub_bucket >= h->sub_bucket_count) bucket++;
     return (int64_t)1 << (h->unit_magnitude + bucket);
 }
 
 int64_t lw_hdr_lowest_equivalent(const lw_hdr *h, int64_t value) {
-    int32_t bucket = bucket_index_of(h, value);
-    int32_t sub_bucket = sub_bucket_index_of(h, value, bucket);
+    int32_t bucket = lw_hdr__bucket_index_of(h, value);
+    int32_t sub_bucket = lw_hdr__sub_bucket_index_of(h, value, bucket);
     return (int64_t)sub_bucket << (bucket + h->unit_magnitude);
 }
 
@@ -158,34 +129,12 @@ void lw_hdr__clear(lw_hdr *h) {
 
 void lw_hdr_reset(lw_hdr *h) { lw_hdr__clear(h); }
 
-static void update_min_max(lw_hdr *h, int64_t value) {
-    int64_t cur = lw_hdr__load(&h->min_value);
-    while (value < cur &&
-           !atomic_compare_exchange_weak_explicit(&h->min_value, &cur, value,
-                                                  memory_order_relaxed, memory_order_relaxed)) {
-    }
-    cur = lw_hdr__load(&h->max_value);
-    while (value > cur &&
-           !atomic_compare_exchange_weak_explicit(&h->max_value, &cur, value,
-                                                  memory_order_relaxed, memory_order_relaxed)) {
-    }
+int lw_hdr_record(lw_hdr *h, int64_t value, int64_t count) {
+    return lw_hdr_record_inline(h, value, count, 0);
 }
 
-int lw_hdr_record(lw_hdr *h, int64_t value, int64_t count) {
-    int saturated = 0;
-    assert(value >= 0 && count >= 0);
-    if (value > h->highest_recordable) {
-        value = h->highest_recordable;
-        saturated = 1;
-        atomic_fetch_add_explicit(&h->saturated_count, count, memory_order_relaxed);
-    }
-    if (count == 0) return saturated;
-    int32_t index = lw_hdr__counts_index_for(h, value);
-    assert(index >= 0 && index < h->counts_len);
-    atomic_fetch_add_explicit(&h->counts[index], count, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->total_count, count, memory_order_relaxed);
-    update_min_max(h, value);
-    return saturated;
+int lw_hdr_record_single_writer(lw_hdr *h, int64_t value, int64_t count) {
+    return lw_hdr_record_inline(h, value, count, 1);
 }
 
 void lw_hdr_record_corrected(lw_hdr *h, int64_t value, int64_t expected_interval, int64_t count) {
@@ -227,7 +176,7 @@ int64_t lw_hdr_count_at_index(const lw_hdr *h, int32_t index) {
 }
 
 int64_t lw_hdr_count_at_value(const lw_hdr *h, int64_t value) {
-    return lw_hdr__load(&h->counts[lw_hdr__counts_index_for(h, value)]);
+    return lw_hdr__load(&h->counts[lw_hdr__counts_index(h, value)]);
 }
 
 int32_t lw_hdr_next_recorded(const lw_hdr *h, int32_t from) {
@@ -239,7 +188,7 @@ int32_t lw_hdr_next_recorded(const lw_hdr *h, int32_t from) {
 /* The bucket of the largest recorded value bounds every scan: nothing above
  * it is non-zero. */
 static int32_t last_index(const lw_hdr *h) {
-    return lw_hdr__counts_index_for(h, lw_hdr__load(&h->max_value));
+    return lw_hdr__counts_index(h, lw_hdr__load(&h->max_value));
 }
 
 double lw_hdr_mean(const lw_hdr *h) {
@@ -315,8 +264,8 @@ lw_hdr_status lw_hdr_add(lw_hdr *dst, const lw_hdr *src) {
         }
         if (src_total) {
             atomic_fetch_add_explicit(&dst->total_count, src_total, memory_order_relaxed);
-            update_min_max(dst, lw_hdr__load(&src->min_value));
-            update_min_max(dst, lw_hdr__load(&src->max_value));
+            lw_hdr__update_min_max(dst, lw_hdr__load(&src->min_value));
+            lw_hdr__update_min_max(dst, lw_hdr__load(&src->max_value));
         }
     } else {
         for (int32_t i = lw_hdr_next_recorded(src, 0); i >= 0; i = lw_hdr_next_recorded(src, i + 1))
