@@ -1,4 +1,7 @@
 /* lw_hdr: HDR histogram layout, recording and queries. See lw_hdr.h. */
+#define _DEFAULT_SOURCE /* lw_hdr_alloc.h: MAP_ANONYMOUS under -std=c11 (glibc) */
+
+#include "lw_hdr_alloc.h"
 #include "lw_hdr_internal.h"
 #include "lw_hdr_record.h"
 
@@ -47,6 +50,11 @@ int64_t lw_hdr_median_equivalent(const lw_hdr *h, int64_t value) {
     return lw_hdr_lowest_equivalent(h, value) + (equivalent_range(h, value) >> 1);
 }
 
+/* Bytes of a histogram with counts_len counts: the struct ends in them. */
+static size_t alloc_size(int32_t counts_len) {
+    return sizeof(lw_hdr) + (size_t)counts_len * sizeof(_Atomic int64_t);
+}
+
 static int32_t buckets_needed(int64_t value, int32_t sub_bucket_count, int32_t unit_magnitude) {
     int64_t smallest_untrackable = (int64_t)sub_bucket_count << unit_magnitude;
     int32_t needed = 1;
@@ -76,7 +84,7 @@ lw_hdr_status lw_hdr_new(int64_t lowest, int64_t highest, int significant_figure
     int64_t counts_len = (int64_t)(bucket_count + 1) * (sub_bucket_count / 2);
     if (counts_len > INT32_MAX / 16) return LW_HDR_EINVAL;
 
-    lw_hdr *h = calloc(1, sizeof(lw_hdr) + (size_t)counts_len * sizeof(_Atomic int64_t));
+    lw_hdr *h = lw_hdr__alloc_zeroed(alloc_size((int32_t)counts_len));
     if (!h) return LW_HDR_ENOMEM;
     h->lowest_trackable = lowest;
     h->highest_trackable = highest;
@@ -89,20 +97,29 @@ lw_hdr_status lw_hdr_new(int64_t lowest, int64_t highest, int significant_figure
     h->bucket_count = bucket_count;
     h->counts_len = (int32_t)counts_len;
     h->highest_recordable = lw_hdr_highest_equivalent(h, lw_hdr_value_at_index(h, h->counts_len - 1));
-    lw_hdr__clear(h);
+    /* The memory is zeroed: every counter but the minimum is already empty,
+     * and the counts' pages stay untouched until something is recorded. */
+    atomic_store_explicit(&h->min_value, INT64_MAX, memory_order_relaxed);
     *out = h;
     return LW_HDR_OK;
 }
 
-void lw_hdr_free(lw_hdr *h) { free(h); }
+void lw_hdr_free(lw_hdr *h) {
+    if (h) lw_hdr__alloc_free(h, alloc_size(h->counts_len));
+}
 
 lw_hdr *lw_hdr_copy(const lw_hdr *h) {
-    size_t size = sizeof(lw_hdr) + (size_t)h->counts_len * sizeof(_Atomic int64_t);
-    lw_hdr *c = malloc(size);
+    lw_hdr *c = lw_hdr__alloc_zeroed(alloc_size(h->counts_len));
     if (!c) return NULL;
     /* Field-wise atomic loads would be no more consistent against concurrent
      * recorders; the header documents that copy is not a snapshot. */
-    memcpy((void *)c, (const void *)h, size);
+    memcpy((void *)c, (const void *)h, sizeof(lw_hdr));
+    /* Only the non-zero counts are written, so the copy, like the original,
+     * takes memory only for the buckets in use. */
+    for (int32_t i = 0; i < h->counts_len; i++) {
+        int64_t count = lw_hdr__load(&h->counts[i]);
+        if (count) atomic_store_explicit(&c->counts[i], count, memory_order_relaxed);
+    }
     return c;
 }
 
@@ -119,8 +136,11 @@ int lw_hdr_same_layout(const lw_hdr *a, const lw_hdr *b) {
 }
 
 void lw_hdr__clear(lw_hdr *h) {
+    /* Stores only where a count is: reading a page never written maps the
+     * shared zero page, so empty buckets keep costing no memory. */
     for (int32_t i = 0; i < h->counts_len; i++)
-        atomic_store_explicit(&h->counts[i], 0, memory_order_relaxed);
+        if (lw_hdr__load(&h->counts[i]))
+            atomic_store_explicit(&h->counts[i], 0, memory_order_relaxed);
     atomic_store_explicit(&h->total_count, 0, memory_order_relaxed);
     atomic_store_explicit(&h->saturated_count, 0, memory_order_relaxed);
     atomic_store_explicit(&h->min_value, INT64_MAX, memory_order_relaxed);
