@@ -1,5 +1,9 @@
 /* lw_hdr: HDR histogram layout, recording and queries. See lw_hdr.h. */
+#define _DEFAULT_SOURCE /* lw_hdr_alloc.h: MAP_ANONYMOUS under -std=c11 (glibc) */
+
+#include "lw_hdr_alloc.h"
 #include "lw_hdr_internal.h"
+#include "lw_hdr_record.h"
 
 #include <assert.h>
 #include <math.h>
@@ -12,36 +16,6 @@ __extension__ typedef __int128 lw_wide;
 typedef long double lw_wide;
 #endif
 
-static int lw_clz64(uint64_t x) {
-#if defined(__GNUC__) || defined(__clang__)
-    return __builtin_clzll(x);
-#else
-    int n = 0;
-    if (x == 0) return 64;
-    while (!(x & 0x8000000000000000ULL)) { x <<= 1; n++; }
-    return n;
-#endif
-}
-
-static int32_t bucket_index_of(const lw_hdr *h, int64_t value) {
-    int32_t pow2ceiling = 64 - lw_clz64((uint64_t)value | (uint64_t)h->sub_bucket_mask);
-    return pow2ceiling - h->unit_magnitude - (h->sub_bucket_half_count_magnitude + 1);
-}
-
-static int32_t sub_bucket_index_of(const lw_hdr *h, int64_t value, int32_t bucket) {
-    return (int32_t)(value >> (bucket + h->unit_magnitude));
-}
-
-static int32_t counts_index(const lw_hdr *h, int32_t bucket, int32_t sub_bucket) {
-    int32_t base = (bucket + 1) << h->sub_bucket_half_count_magnitude;
-    return base + (sub_bucket - h->sub_bucket_half_count);
-}
-
-int32_t lw_hdr__counts_index_for(const lw_hdr *h, int64_t value) {
-    int32_t bucket = bucket_index_of(h, value);
-    return counts_index(h, bucket, sub_bucket_index_of(h, value, bucket));
-}
-
 int64_t lw_hdr_value_at_index(const lw_hdr *h, int32_t index) {
     int32_t bucket = (index >> h->sub_bucket_half_count_magnitude) - 1;
     int32_t sub_bucket = (index & (h->sub_bucket_half_count - 1)) + h->sub_bucket_half_count;
@@ -53,15 +27,15 @@ int64_t lw_hdr_value_at_index(const lw_hdr *h, int32_t index) {
 }
 
 static int64_t equivalent_range(const lw_hdr *h, int64_t value) {
-    int32_t bucket = bucket_index_of(h, value);
-    int32_t sub_bucket = sub_bucket_index_of(h, value, bucket);
+    int32_t bucket = lw_hdr__bucket_index_of(h, value);
+    int32_t sub_bucket = lw_hdr__sub_bucket_index_of(h, value, bucket);
     if (sub_bucket >= h->sub_bucket_count) bucket++;
     return (int64_t)1 << (h->unit_magnitude + bucket);
 }
 
 int64_t lw_hdr_lowest_equivalent(const lw_hdr *h, int64_t value) {
-    int32_t bucket = bucket_index_of(h, value);
-    int32_t sub_bucket = sub_bucket_index_of(h, value, bucket);
+    int32_t bucket = lw_hdr__bucket_index_of(h, value);
+    int32_t sub_bucket = lw_hdr__sub_bucket_index_of(h, value, bucket);
     return (int64_t)sub_bucket << (bucket + h->unit_magnitude);
 }
 
@@ -74,6 +48,11 @@ int64_t lw_hdr_highest_equivalent(const lw_hdr *h, int64_t value) {
 
 int64_t lw_hdr_median_equivalent(const lw_hdr *h, int64_t value) {
     return lw_hdr_lowest_equivalent(h, value) + (equivalent_range(h, value) >> 1);
+}
+
+/* Bytes of a histogram with counts_len counts: the struct ends in them. */
+static size_t alloc_size(int32_t counts_len) {
+    return sizeof(lw_hdr) + (size_t)counts_len * sizeof(_Atomic int64_t);
 }
 
 static int32_t buckets_needed(int64_t value, int32_t sub_bucket_count, int32_t unit_magnitude) {
@@ -105,7 +84,7 @@ lw_hdr_status lw_hdr_new(int64_t lowest, int64_t highest, int significant_figure
     int64_t counts_len = (int64_t)(bucket_count + 1) * (sub_bucket_count / 2);
     if (counts_len > INT32_MAX / 16) return LW_HDR_EINVAL;
 
-    lw_hdr *h = calloc(1, sizeof(lw_hdr) + (size_t)counts_len * sizeof(_Atomic int64_t));
+    lw_hdr *h = lw_hdr__alloc_zeroed(alloc_size((int32_t)counts_len));
     if (!h) return LW_HDR_ENOMEM;
     h->lowest_trackable = lowest;
     h->highest_trackable = highest;
@@ -118,20 +97,29 @@ lw_hdr_status lw_hdr_new(int64_t lowest, int64_t highest, int significant_figure
     h->bucket_count = bucket_count;
     h->counts_len = (int32_t)counts_len;
     h->highest_recordable = lw_hdr_highest_equivalent(h, lw_hdr_value_at_index(h, h->counts_len - 1));
-    lw_hdr__clear(h);
+    /* The memory is zeroed: every counter but the minimum is already empty,
+     * and the counts' pages stay untouched until something is recorded. */
+    atomic_store_explicit(&h->min_value, INT64_MAX, memory_order_relaxed);
     *out = h;
     return LW_HDR_OK;
 }
 
-void lw_hdr_free(lw_hdr *h) { free(h); }
+void lw_hdr_free(lw_hdr *h) {
+    if (h) lw_hdr__alloc_free(h, alloc_size(h->counts_len));
+}
 
 lw_hdr *lw_hdr_copy(const lw_hdr *h) {
-    size_t size = sizeof(lw_hdr) + (size_t)h->counts_len * sizeof(_Atomic int64_t);
-    lw_hdr *c = malloc(size);
+    lw_hdr *c = lw_hdr__alloc_zeroed(alloc_size(h->counts_len));
     if (!c) return NULL;
     /* Field-wise atomic loads would be no more consistent against concurrent
      * recorders; the header documents that copy is not a snapshot. */
-    memcpy((void *)c, (const void *)h, size);
+    memcpy((void *)c, (const void *)h, sizeof(lw_hdr));
+    /* Only the non-zero counts are written, so the copy, like the original,
+     * takes memory only for the buckets in use. */
+    for (int32_t i = 0; i < h->counts_len; i++) {
+        int64_t count = lw_hdr__load(&h->counts[i]);
+        if (count) atomic_store_explicit(&c->counts[i], count, memory_order_relaxed);
+    }
     return c;
 }
 
@@ -148,8 +136,11 @@ int lw_hdr_same_layout(const lw_hdr *a, const lw_hdr *b) {
 }
 
 void lw_hdr__clear(lw_hdr *h) {
+    /* Stores only where a count is: reading a page never written maps the
+     * shared zero page, so empty buckets keep costing no memory. */
     for (int32_t i = 0; i < h->counts_len; i++)
-        atomic_store_explicit(&h->counts[i], 0, memory_order_relaxed);
+        if (lw_hdr__load(&h->counts[i]))
+            atomic_store_explicit(&h->counts[i], 0, memory_order_relaxed);
     atomic_store_explicit(&h->total_count, 0, memory_order_relaxed);
     atomic_store_explicit(&h->saturated_count, 0, memory_order_relaxed);
     atomic_store_explicit(&h->min_value, INT64_MAX, memory_order_relaxed);
@@ -158,34 +149,12 @@ void lw_hdr__clear(lw_hdr *h) {
 
 void lw_hdr_reset(lw_hdr *h) { lw_hdr__clear(h); }
 
-static void update_min_max(lw_hdr *h, int64_t value) {
-    int64_t cur = lw_hdr__load(&h->min_value);
-    while (value < cur &&
-           !atomic_compare_exchange_weak_explicit(&h->min_value, &cur, value,
-                                                  memory_order_relaxed, memory_order_relaxed)) {
-    }
-    cur = lw_hdr__load(&h->max_value);
-    while (value > cur &&
-           !atomic_compare_exchange_weak_explicit(&h->max_value, &cur, value,
-                                                  memory_order_relaxed, memory_order_relaxed)) {
-    }
+int lw_hdr_record(lw_hdr *h, int64_t value, int64_t count) {
+    return lw_hdr_record_inline(h, value, count, 0);
 }
 
-int lw_hdr_record(lw_hdr *h, int64_t value, int64_t count) {
-    int saturated = 0;
-    assert(value >= 0 && count >= 0);
-    if (value > h->highest_recordable) {
-        value = h->highest_recordable;
-        saturated = 1;
-        atomic_fetch_add_explicit(&h->saturated_count, count, memory_order_relaxed);
-    }
-    if (count == 0) return saturated;
-    int32_t index = lw_hdr__counts_index_for(h, value);
-    assert(index >= 0 && index < h->counts_len);
-    atomic_fetch_add_explicit(&h->counts[index], count, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->total_count, count, memory_order_relaxed);
-    update_min_max(h, value);
-    return saturated;
+int lw_hdr_record_single_writer(lw_hdr *h, int64_t value, int64_t count) {
+    return lw_hdr_record_inline(h, value, count, 1);
 }
 
 void lw_hdr_record_corrected(lw_hdr *h, int64_t value, int64_t expected_interval, int64_t count) {
@@ -227,7 +196,7 @@ int64_t lw_hdr_count_at_index(const lw_hdr *h, int32_t index) {
 }
 
 int64_t lw_hdr_count_at_value(const lw_hdr *h, int64_t value) {
-    return lw_hdr__load(&h->counts[lw_hdr__counts_index_for(h, value)]);
+    return lw_hdr__load(&h->counts[lw_hdr__counts_index(h, value)]);
 }
 
 int32_t lw_hdr_next_recorded(const lw_hdr *h, int32_t from) {
@@ -239,7 +208,7 @@ int32_t lw_hdr_next_recorded(const lw_hdr *h, int32_t from) {
 /* The bucket of the largest recorded value bounds every scan: nothing above
  * it is non-zero. */
 static int32_t last_index(const lw_hdr *h) {
-    return lw_hdr__counts_index_for(h, lw_hdr__load(&h->max_value));
+    return lw_hdr__counts_index(h, lw_hdr__load(&h->max_value));
 }
 
 double lw_hdr_mean(const lw_hdr *h) {
@@ -315,8 +284,8 @@ lw_hdr_status lw_hdr_add(lw_hdr *dst, const lw_hdr *src) {
         }
         if (src_total) {
             atomic_fetch_add_explicit(&dst->total_count, src_total, memory_order_relaxed);
-            update_min_max(dst, lw_hdr__load(&src->min_value));
-            update_min_max(dst, lw_hdr__load(&src->max_value));
+            lw_hdr__update_min_max(dst, lw_hdr__load(&src->min_value));
+            lw_hdr__update_min_max(dst, lw_hdr__load(&src->max_value));
         }
     } else {
         for (int32_t i = lw_hdr_next_recorded(src, 0); i >= 0; i = lw_hdr_next_recorded(src, i + 1))

@@ -21,6 +21,30 @@
  * lw_hdr_reset(), lw_hdr_add() and lw_hdr_decode_counts() write non-atomically
  * across the whole array: callers must not run them concurrently with
  * recorders of the same histogram.
+ *
+ * The single-writer rule
+ * ----------------------
+ * lw_hdr_record_single_writer() updates each counter with a relaxed load and
+ * a relaxed store instead of a locked read-modify-write (on x86 each locked
+ * add is a full barrier of about 20 cycles). Readers may still run on other
+ * threads at any time (every value they load is whole), but at most one
+ * thread may write the histogram at a time, by any function: a second
+ * writer's update can be lost. Hand-overs from one writer to the next must
+ * be ordered (the GIL, a mutex, or a release/acquire pair such as the loop
+ * monitor's interval swap). Who writes what in loopwatch:
+ *   - Histogram.record() (the binding): threads holding the GIL, one at a
+ *     time, so it records with lw_hdr_record_single_writer() (with
+ *     lw_hdr_record() on a free-threaded Python, where nothing serializes
+ *     them). Nothing hands user code a histogram that native code records
+ *     into without the GIL.
+ *   - The loop monitor's lag histograms: the sampler thread alone records,
+ *     Python merges and resets a histogram only after lw_loop_swap_lag()
+ *     handed it over; its delay histograms: the loop thread and the
+ *     snapshot, both under the GIL. Both qualify, but record with
+ *     lw_hdr_record(): about a hundred samples a second, where a locked add
+ *     costs nothing measurable.
+ *   - Several threads at once (tests/c/lw_hdr_stress.c): lw_hdr_record().
+ * Where unsure, use lw_hdr_record(): it is always correct.
  */
 #ifndef LW_HDR_H
 #define LW_HDR_H
@@ -65,6 +89,10 @@ int lw_hdr_same_layout(const lw_hdr *a, const lw_hdr *b);
  * highest_recordable and added to the saturated count. Returns 1 when the
  * value saturated, else 0. */
 int lw_hdr_record(lw_hdr *h, int64_t value, int64_t count);
+/* lw_hdr_record() for a histogram that one thread at a time writes (see
+ * "The single-writer rule" above): the same result, no atomic
+ * read-modify-write. */
+int lw_hdr_record_single_writer(lw_hdr *h, int64_t value, int64_t count);
 /* HdrHistogram's coordinated-omission correction (as in HdrHistogram_c and
  * Java): also records value - k * expected_interval for every k >= 1 while
  * that stays >= the interval. expected_interval <= 0 disables it. The caller

@@ -43,7 +43,7 @@ static size_t get_zigzag(const uint8_t *p, size_t len, int64_t *out) {
 
 static int32_t encoded_len(const lw_hdr *h) {
     if (lw_hdr__load(&h->total_count) == 0) return 0;
-    return lw_hdr__counts_index_for(h, lw_hdr__load(&h->max_value)) + 1;
+    return lw_hdr__counts_index(h, lw_hdr__load(&h->max_value)) + 1;
 }
 
 size_t lw_hdr_encode_bound(const lw_hdr *h) { return (size_t)encoded_len(h) * 9; }

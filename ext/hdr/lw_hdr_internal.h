@@ -24,11 +24,38 @@ struct lw_hdr {
     _Atomic int64_t counts[];
 };
 
-int32_t lw_hdr__counts_index_for(const lw_hdr *h, int64_t value);
 void lw_hdr__clear(lw_hdr *h);
 
 static inline int64_t lw_hdr__load(const _Atomic int64_t *p) {
     return atomic_load_explicit((_Atomic int64_t *)p, memory_order_relaxed);
+}
+
+/* Bucket math, inline: recording computes an index per value, and a call
+ * (through the PLT, from a shared object) would cost as much as the math. */
+static inline int lw_hdr__clz64(uint64_t x) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_clzll(x);
+#else
+    int n = 0;
+    if (x == 0) return 64;
+    while (!(x & 0x8000000000000000ULL)) { x <<= 1; n++; }
+    return n;
+#endif
+}
+
+static inline int32_t lw_hdr__bucket_index_of(const lw_hdr *h, int64_t value) {
+    int32_t pow2ceiling = 64 - lw_hdr__clz64((uint64_t)value | (uint64_t)h->sub_bucket_mask);
+    return pow2ceiling - h->unit_magnitude - (h->sub_bucket_half_count_magnitude + 1);
+}
+
+static inline int32_t lw_hdr__sub_bucket_index_of(const lw_hdr *h, int64_t value, int32_t bucket) {
+    return (int32_t)(value >> (bucket + h->unit_magnitude));
+}
+
+static inline int32_t lw_hdr__counts_index(const lw_hdr *h, int64_t value) {
+    int32_t bucket = lw_hdr__bucket_index_of(h, value);
+    int32_t sub_bucket = lw_hdr__sub_bucket_index_of(h, value, bucket);
+    return ((bucket + 1) << h->sub_bucket_half_count_magnitude) + (sub_bucket - h->sub_bucket_half_count);
 }
 
 #endif

@@ -2,9 +2,15 @@
 """Native Histogram: a thin binding over ext/hdr/lw_hdr.c. See hdr/twin.py
 for the documented behaviour; both twins answer identically."""
 
+import sys
+
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdint cimport int32_t, int64_t, uint8_t, INT64_MAX
 
 from loopwatch.hdr.lw_hdr cimport *
@@ -14,6 +20,73 @@ from loopwatch.hdr.layout import as_count_value, check_percentile, layout
 from loopwatch.hdr.codec import PICKLE_VERSION as _PICKLE_VERSION, unpickle as _unpickle
 
 _OVERFLOW = "histogram total count would exceed 2**63 - 1"
+
+
+cdef extern from "lw_hdr_record.h":
+    int64_t lw_hdr_total_count_inline(const lw_hdr *h)
+
+
+cdef extern from *:
+    """
+    /* A non-negative int small enough to be stored in one digit (below
+     * 2**30): its value without a call. Anything else (int subclasses,
+     * __index__ objects, negative or larger ints) is left to the general
+     * path's checks. */
+    static inline int lw_small_nonneg(PyObject *o, int64_t *out) {
+        if (!PyLong_CheckExact(o)) return 0;
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (!PyUnstable_Long_IsCompact((PyLongObject *)o)) return 0;
+        Py_ssize_t v = PyUnstable_Long_CompactValue((PyLongObject *)o);
+        if (v < 0) return 0;
+        *out = v;
+        return 1;
+    #else
+        Py_ssize_t size = Py_SIZE(o);  /* 3.11: the signed digit count */
+        if (size == 0) { *out = 0; return 1; }
+        if (size != 1) return 0;
+        *out = ((PyLongObject *)o)->ob_digit[0];
+        return 1;
+    #endif
+    }
+
+    /* Python code records under the GIL, one thread at a time: the single
+     * writer of lw_hdr.h's rule. A free-threaded build has no such writer. */
+    #ifdef Py_GIL_DISABLED
+    #define lw_hdr_record_under_gil(h, value, count) lw_hdr_record_inline(h, value, count, 0)
+    #else
+    #define lw_hdr_record_under_gil(h, value, count) lw_hdr_record_inline(h, value, count, 1)
+    #endif
+
+    typedef PyObject *(*lw_fastcall_kw)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *);
+
+    /* The C function of a METH_FASTCALL | METH_KEYWORDS method descriptor
+     * (a `def` of an extension type built with binding=False), or NULL for
+     * any other object. */
+    static lw_fastcall_kw lw_fastcall_kw_of(PyObject *descr) {
+        PyMethodDef *def;
+        if (!Py_IS_TYPE(descr, &PyMethodDescr_Type)) return NULL;
+        def = ((PyMethodDescrObject *)descr)->d_method;
+        if (def->ml_flags != (METH_FASTCALL | METH_KEYWORDS)) return NULL;
+        return (lw_fastcall_kw)(void (*)(void))def->ml_meth;
+    }
+
+    /* record()'s method: its docstring starts with the text signature,
+     * which inspect.signature and help() read from a method descriptor. */
+    static PyMethodDef lw_record_method = {
+        "record", NULL, METH_FASTCALL | METH_KEYWORDS,
+        "record($self, /, value, count=1)\\n--\\n\\nRecord ``count`` occurrences of ``value``."};
+
+    static PyObject *lw_record_descriptor(PyTypeObject *type, lw_fastcall_kw entry) {
+        lw_record_method.ml_meth = (PyCFunction)(void (*)(void))entry;
+        return PyDescr_NewMethod(type, &lw_record_method);
+    }
+    """
+    bint lw_small_nonneg(PyObject *o, int64_t *out)
+    int lw_hdr_record_under_gil(lw_hdr *h, int64_t value, int64_t count)
+    ctypedef PyObject *(*lw_fastcall_kw)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *) noexcept
+    lw_fastcall_kw lw_fastcall_kw_of(object descr)
+    object lw_record_descriptor(PyTypeObject *type, lw_fastcall_kw entry)
+    void PyType_Modified(PyTypeObject *cls)
 
 
 cdef inline int64_t _nonneg(str name, object obj, bint saturate) except -1:
@@ -77,6 +150,9 @@ An HDR histogram of non-negative integers (native implementation)."""
         """Decimal digits of precision kept for every value."""
         return lw_hdr_significant_figures(self._h)
 
+    # The general path of record(); a call with one exact small int goes
+    # through _record_entry first (see _install_record_entry).
+    @cython.binding(False)
     def record(self, value, count=1):
         """Record ``count`` occurrences of ``value``."""
         cdef int64_t v = _nonneg("value", value, True)
@@ -255,4 +331,65 @@ An HDR histogram of non-negative integers (native implementation)."""
                 f"highest_trackable={self.highest_trackable}, "
                 f"significant_figures={self.significant_figures}, "
                 f"total_count={self.total_count})")
+
+
+# -- record(): its own entry point ---------------------------------------------
+# record(v) is the hot call (one per request in a service). Cython's wrapper
+# parses every call as if it could have keywords and converts each int by a
+# function call, which costs more than the recording itself. This entry
+# takes the calls whose arguments are small ints (value, and count given by
+# position or as count=) straight to the C record, and hands every other
+# call, unchanged, to that wrapper: other int types, large values, the
+# overflow check's error and every other error behave exactly as the
+# general path makes them.
+
+cdef lw_fastcall_kw _record_general = NULL  # Cython's wrapper of record()
+cdef object _count_keyword = sys.intern("count")  # as the compiler spells it in kwnames
+
+
+cdef inline bint _small_arguments(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                                  int64_t *value, int64_t *count) noexcept:
+    """record()'s arguments when they are (value), (value, count) or
+    (value, count=...), each an exact int in [0, 2**30): True and both
+    read. False for anything the general path must look at."""
+    if kwnames == NULL:
+        if nargs == 1:
+            count[0] = 1
+        elif nargs != 2 or not lw_small_nonneg(args[1], count):
+            return False
+    elif (nargs != 1 or PyTuple_GET_SIZE(<object>kwnames) != 1
+          or PyTuple_GET_ITEM(<object>kwnames, 0) != <PyObject *>_count_keyword
+          or not lw_small_nonneg(args[1], count)):
+        return False
+    return lw_small_nonneg(args[0], value)
+
+
+cdef PyObject *_record_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames) noexcept:
+    cdef int64_t value, count
+    cdef lw_hdr *h
+    if _small_arguments(args, nargs, kwnames, &value, &count):
+        h = (<Histogram>self)._h
+        if count <= INT64_MAX - lw_hdr_total_count_inline(h):  # else OverflowError, below
+            lw_hdr_record_under_gil(h, value, count)
+            Py_INCREF(None)
+            return <PyObject *>None
+    return _record_general(self, args, nargs, kwnames)
+
+
+cdef _install_record_entry():
+    """Put _record_entry in Histogram's dict as ``record``, a method
+    descriptor (METH_FASTCALL | METH_KEYWORDS: the interpreter calls it
+    without building a tuple, and 3.11+ specializes the call). Left as it
+    is if Cython built record() with another calling convention."""
+    global _record_general
+    _record_general = lw_fastcall_kw_of(Histogram.__dict__["record"])
+    if _record_general is NULL:
+        return
+    (<dict>(<PyTypeObject *>Histogram).tp_dict)["record"] = lw_record_descriptor(
+        <PyTypeObject *>Histogram, _record_entry)
+    PyType_Modified(<PyTypeObject *>Histogram)
+
+
+_install_record_entry()
 
