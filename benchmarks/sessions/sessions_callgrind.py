@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PY = os.path.realpath(sys.executable)
+PY = sys.executable  # the venv's own: its packages are what is measured
 
 CHILD = r"""
 import random, sys
