@@ -22,7 +22,7 @@
 
 #define LW_STATUS_MAX_BATCH 1024     /* connections answered per publication */
 #define LW_STATUS_WRITE_NS 200000000 /* a client that does not read: dropped after 200 ms */
-#define LW_STATUS_WATCH_MS 25        /* watchdog period while stall lines are on */
+#define LW_STATUS_WATCH_MS 25        /* the watchdog's shortest sleep while stall lines are on */
 #define LW_STATUS_STACK_MAX 32768    /* bytes of a stack dump kept */
 #define LW_STATUS_NAME_MAX 256    /* bytes of a loop name or line prefix kept */
 #define LW_STATUS_SESSIONS_MAX 65536 /* bytes of one registry's live sessions */
@@ -723,6 +723,45 @@ static void watchdog(lw_status *s)
     }
 }
 
+/* How long the watchdog may sleep, in ms (-1: until woken): until the
+ * earliest moment a line can be due. A loop in an unreported stall: its
+ * start + threshold + grace. Any other running loop: a stall that began
+ * right after its last heartbeat would be due at heartbeat + resolution +
+ * threshold + grace, so a loop that keeps answering moves that moment on
+ * and an idle process wakes a few times a second, not every 25 ms. mutex
+ * held. */
+static int watch_timeout_ms(lw_status *s)
+{
+    int64_t now = lw_loop_now_ns(), earliest = INT64_MAX, wait_ns;
+    int i;
+    if (s->stall_fd < 0 || s->nloops == 0)
+        return -1;
+    for (i = 0; i < s->nloops; i++) {
+        status_loop *l = &s->loops[i];
+        lw_loop_live live;
+        int64_t due;
+        lw_loop_read_live(l->loop, &live);
+        if (!live.running)
+            continue; /* no sampler: no stall can be seen */
+        if (live.paused) /* not running now; once it runs, a stall takes a threshold at least */
+            due = now + live.resolution_ns + live.threshold_ns + s->stall_grace_ns;
+        else if (live.in_stall && live.stall_id > l->acked_stall && live.stall_id > l->lined_stall)
+            due = live.stall_started_ns + live.threshold_ns + s->stall_grace_ns;
+        else if (live.in_stall) /* reported: the next stall begins after this one */
+            due = now + live.resolution_ns + live.threshold_ns + s->stall_grace_ns;
+        else
+            due = live.heartbeat_ns + live.resolution_ns + live.threshold_ns + s->stall_grace_ns;
+        if (due < earliest)
+            earliest = due;
+    }
+    if (earliest == INT64_MAX)
+        return 250; /* no sampler runs (an added loop wakes this thread; a restarted one is seen within this) */
+    wait_ns = earliest - now;
+    if (wait_ns < (int64_t)LW_STATUS_WATCH_MS * 1000000)
+        return LW_STATUS_WATCH_MS;
+    return wait_ns > 1000000000 ? 1000 : (int)((wait_ns + 999999) / 1000000);
+}
+
 static void *server_main(void *arg)
 {
     lw_status *s = arg;
@@ -740,7 +779,7 @@ static void *server_main(void *arg)
             pthread_mutex_unlock(&s->mutex);
             break;
         }
-        timeout = s->stall_fd >= 0 && s->nloops > 0 ? LW_STATUS_WATCH_MS : -1;
+        timeout = watch_timeout_ms(s);
         pthread_mutex_unlock(&s->mutex);
 
         fds[0].fd = s->listen_fd; /* -1 (a watchdog only): poll ignores it */
