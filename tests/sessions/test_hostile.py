@@ -435,3 +435,43 @@ def test_log_lines_escape_ids_and_keys(make, clock, caplog, sid):
     assert [r.session_event for r in event_records] == events
     assert all(r.session_key is key for r in event_records)
     assert "sessionKey=key\\n\\x1b[31mred" in event_records[0].getMessage()
+
+
+# -- 6. ids whose hashes differ only in their high bits -----------------------------------
+
+class Account:
+    """An id with a sloppy __eq__ (common in application code): it assumes
+    the other side is an Account too, and raises for anything else."""
+
+    def __init__(self, uid: int) -> None:
+        self.uid = uid
+
+    def __hash__(self) -> int:
+        return hash(self.uid)
+
+    def __eq__(self, other):
+        return self.uid == other.uid  # AttributeError for a str or an int
+
+    def __repr__(self) -> str:
+        return f"Account({self.uid})"
+
+
+@pytest.mark.parametrize("stored, far", [(7, Account(2**32 + 7)), (Account(7), 2**32 + 7)],
+                         ids=["int-stored", "account-stored"])
+def test_ids_whose_hashes_differ_only_above_32_bits_are_never_compared(make, stored, far):
+    """A dict (the twin's index) compares two keys only when their whole
+    hashes are equal. Was: the native index kept 32 bits of the hash and
+    asked __eq__ whenever those matched, so an id whose 64-bit hash differs
+    from a stored id's could not be opened, found or closed (here: the
+    AttributeError of a sloppy __eq__ that the twin never runs)."""
+    reg = make(stuck_after=2)
+    reg.open(stored, state="processing")
+    # different hashes, equal in their low 32 bits
+    assert hash(far) != hash(stored) and (hash(far) - hash(stored)) % 2**32 == 0
+    reg.open(far, state="waiting")
+    reg.progress(far)
+    reg.set_state(far, "processing", queue_depth=1)
+    assert far in reg and reg.get(far).queue_depth == 1
+    assert reg.get(stored).state == "processing" and len(reg) == 2
+    assert reg.close(far) is True and far not in reg
+    assert reg.close(stored) is True and len(reg) == 0
