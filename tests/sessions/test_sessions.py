@@ -8,6 +8,7 @@ import asyncio
 import gc
 import logging
 import math
+import sys
 import threading
 
 import pytest
@@ -515,6 +516,60 @@ def test_bind_task_closes_when_the_task_ends(make, loop_kind):
         second.set_result(None)
         await asyncio.sleep(0)
         assert "re" not in reg
+
+    run_on(loop_kind, main())
+
+
+def test_an_eviction_leaves_the_task_of_a_session_opened_meanwhile_bound(make, clock, loop_kind,
+                                                                       monkeypatch):
+    """check() builds its events once the table's lock is released, and the
+    GIL can pass to another thread there (SessionView's __init__ is Python
+    code): that thread may open a session, which takes the record an
+    eviction just freed, and bind its task. Was (native): building the
+    eviction's event then dropped that new binding (the bound tasks were
+    keyed by record index, whatever the generation), so the new session
+    outlived its task and its view showed no task. The other thread's calls
+    run here from SessionView's __init__; where that is under the registry's
+    lock (the twin builds its views under it) they are refused, as another
+    thread would have waited, and made after check() instead."""
+    reg = make(stuck_after=1, evict_after=0)
+    module = sys.modules[type(reg).__module__]
+
+    async def main():
+        task = asyncio.get_running_loop().create_future()
+        armed = []
+
+        def open_and_bind():
+            reg.open("new", state="idle")
+            reg.bind_task("new", task)
+
+        class Interleaved(SessionView):
+            __slots__ = ()
+
+            def __init__(self, *args, **kwargs):
+                if armed:
+                    armed.clear()
+                    try:
+                        open_and_bind()  # another thread, while check() builds its events
+                    except RuntimeError:
+                        pass  # the registry's lock is held here: that thread waits
+                super().__init__(*args, **kwargs)
+
+        reg.open("old", state="processing")
+        clock.advance(1)
+        assert kinds(reg.check()) == [("stuck", "old", None, 1)]
+        clock.advance(1)
+        monkeypatch.setattr(module, "SessionView", Interleaved)
+        armed.append(True)
+        events = reg.check()
+        monkeypatch.undo()
+        assert kinds(events) == [("evicted", "old", "stuck_too_long", 1)]
+        if "new" not in reg:
+            open_and_bind()
+        assert reg.get("new").task is task
+        task.set_result(None)
+        await asyncio.sleep(0)
+        assert "new" not in reg  # closed when its task ended
 
     run_on(loop_kind, main())
 
