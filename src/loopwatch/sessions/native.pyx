@@ -388,7 +388,11 @@ cdef class _NativeTable:
             _KINDS[ev.kind], view, ev.at, _REASONS[ev.reason] if ev.kind == LW_SESSIONS_EV_EVICTED else None,
             ev.age, ev.reports, None if ev.next_report_at != ev.next_report_at else ev.next_report_at)
         if ev.kind == LW_SESSIONS_EV_EVICTED:
-            self._tasks.pop(ev.index, None)
+            # The record may hold a later session already (another thread
+            # ran since the lock was released): only this one's binding goes.
+            bound = self._tasks.get(ev.index)
+            if bound is not None and bound[0] == ev.gen:
+                del self._tasks[ev.index]
         Py_XDECREF(<PyObject *>ev.id)
         Py_XDECREF(<PyObject *>ev.key)
         ev.id = ev.key = NULL
