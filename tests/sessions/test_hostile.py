@@ -475,3 +475,14 @@ def test_ids_whose_hashes_differ_only_above_32_bits_are_never_compared(make, sto
     assert reg.get(stored).state == "processing" and len(reg) == 2
     assert reg.close(far) is True and far not in reg
     assert reg.close(stored) is True and len(reg) == 0
+
+
+@pytest.mark.parametrize("start", [4.6e12, -4.6e12, 1e300])
+def test_a_clock_too_far_from_zero_for_the_wheel_is_a_value_error(impl, start):
+    """The wheel counts 1 ms ticks from its start in a double: a clock
+    reading of 2**52 ms (about 4.5e12 s) or more cannot make one. Was
+    (native): MemoryError, as if memory had run out; the twin (its wheel)
+    raises ValueError."""
+    with pytest.raises(ValueError, match="monotonic clock"):
+        new_registry(impl, clock=lambda: start)
+    assert len(new_registry(impl, clock=lambda: 4.4e12)) == 0  # just inside
