@@ -168,6 +168,8 @@ cdef class _NativeTable:
         cfg.idle_timeout = -1.0 if self._idle_timeout is None else self._idle_timeout
         cfg.max_sessions = self._max_sessions
         cfg.has_store = self._store is not None
+        if abs(start / 0.001) >= 2.0**52:  # the wheel's 1 ms ticks, counted in a double
+            raise ValueError(f"now must be a finite time on a monotonic clock, got {start!r}")
         self._c_stall = None
         self._t = lw_sessions_new(&cfg, start)
         if self._t is NULL:
