@@ -324,6 +324,7 @@ cdef class _NativeTable:
         that reading (logged once at WARNING); it runs outside the lock.
         """
         cdef size_t fn = 0, ctx = 0
+        cdef object old_stall, old_keep
         if stalled is not None and not callable(stalled):
             raise TypeError(f"stalled must be a callable returning seconds or None, got {stalled!r}")
         self._live()
@@ -335,6 +336,10 @@ cdef class _NativeTable:
             keep = None
             first = None if stalled is None else self._read_stall(stalled, True)
         self._lock()
+        # The previous clock and what kept its reader alive are let go after
+        # the lock (their finalizers may call the registry).
+        old_stall = self._c_stall
+        old_keep = self._stall_keep
         self._stall_token += 1
         lw_sessions_set_stall(self._t, self._stall_token, first is not None,
                               0.0 if first is None else first)
@@ -345,6 +350,7 @@ cdef class _NativeTable:
         self._stall_warned = False
         self._time_source()
         lw_sessions_unlock(self._t)
+        del old_stall, old_keep
 
     def time(self):
         """The registry's time now: the clock's reading minus the time the

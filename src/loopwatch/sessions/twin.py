@@ -177,6 +177,7 @@ class SessionRegistry(RegistryBase):
             raise TypeError(f"stalled must be a callable returning seconds or None, got {stalled!r}")
         first = None if stalled is None else self._read_stall(stalled, fresh=True)
         self._enter()
+        previous = self._stall  # let go after the lock: its finalizer may call us
         try:
             if self._stall_base is not None and self._stall_last is not None:
                 self._shift += self._stall_last - self._stall_base
@@ -186,6 +187,7 @@ class SessionRegistry(RegistryBase):
             self._stall_warned = False
         finally:
             self._exit()
+        del previous
 
     def _read_stall(self, stall: Callable[[], float], fresh: bool = False) -> float | None:
         """One reading of the stall clock (outside the lock), or None when it
