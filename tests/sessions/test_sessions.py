@@ -574,6 +574,34 @@ def test_an_eviction_leaves_the_task_of_a_session_opened_meanwhile_bound(make, c
     run_on(loop_kind, main())
 
 
+@pytest.mark.parametrize("how", ["close", "scope"])
+def test_a_bound_task_is_released_after_the_lock(make, loop, how):
+    """A session's references (id, key, bound task) are released after the
+    registry's lock, so their finalizers may call the registry
+    (docs/architecture.md). Was (twin): close() dropped the bound task under
+    its lock, and a finalizer that calls the registry got RuntimeError."""
+    reg = make()
+    calls = []
+
+    class Task(asyncio.Future):
+        def __del__(self):
+            try:
+                calls.append(reg.open("reborn").session_id)
+            except RuntimeError as exc:
+                calls.append(exc)
+
+    scope = reg.session("s")
+    scope.__enter__()
+    reg.bind_task("s", Task(loop=loop))  # the registry holds the only reference
+    gc.collect()
+    assert calls == []
+    if how == "close":
+        assert reg.close("s") is True
+    else:
+        scope.__exit__(None, None, None)
+    assert calls == ["reborn"] and "reborn" in reg and "s" not in reg
+
+
 def test_on_evict_can_cancel_the_bound_task(make, clock, loop_kind):
     reg = make(stuck_after=10, evict_after=0, on_evict=lambda v: v.task.cancel())
 
