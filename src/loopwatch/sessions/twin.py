@@ -479,10 +479,12 @@ class SessionRegistry(RegistryBase):
             s = self._sessions.get(hk)
             if s is None:
                 return False
+            task = s.task
             self._remove(s)
-            return True
         finally:
             self._exit()
+        del task  # after the lock: the task's finalizer may call the registry
+        return True
 
     def _close_handle(self, handle: int) -> bool:
         """Close this very session, not a later one opened under its id."""
@@ -491,10 +493,12 @@ class SessionRegistry(RegistryBase):
             s = self._handles.get(handle)
             if s is None:
                 return False
+            task = s.task
             self._remove(s)
-            return True
         finally:
             self._exit()
+        del task  # after the lock: the task's finalizer may call the registry
+        return True
 
     def _handle_alive(self, handle: int) -> bool:
         return handle in self._handles
