@@ -466,6 +466,28 @@ def test_async_with_closes_on_cancel_timeout_and_close(make, loop_kind):
     assert len(reg) == 0
 
 
+def test_calling_init_again_is_refused_and_changes_nothing(make, clock):
+    """A registry is configured once. Was: the native one refused a second
+    __init__ (RuntimeError) only after RegistryBase.__init__ had replaced
+    its options, store, on_evict and clock and dropped its listeners, while
+    the C table went on with the old configuration; the twin started over,
+    silently dropping every session (and making a new lock, while another
+    thread may hold the old one)."""
+    evicted, heard = [], []
+    reg = make(stuck_after=5, evict_after=0, on_evict=evicted.append)
+    reg.add_event_listener(heard.append)
+    reg.open("s", state="processing")
+    with pytest.raises(RuntimeError, match="already initialized"):
+        reg.__init__(stuck_after=60, store=lambda sid: False, on_evict=None,
+                     clock=lambda: 0.0)
+    assert reg.stuck_after == 5 and len(reg) == 1 and reg.time() == clock.t
+    clock.advance(5)
+    assert kinds(reg.check()) == [("stuck", "s", None, 1)]  # no store asked: none was given
+    clock.advance(1)
+    assert kinds(reg.check()) == [("evicted", "s", "stuck_too_long", 1)]
+    assert [v.session_id for v in evicted] == ["s"] and len(heard) == 2
+
+
 def test_bind_task_closes_when_the_task_ends(make, loop_kind):
     reg = make(idle_timeout=1)
 
