@@ -249,6 +249,27 @@ def test_registry_reentered_from_an_id_eq_raises(make):
 
 
 @pytest.mark.timeout(30, method="thread")
+def test_registry_reentered_from_an_id_eq_by_a_membership_test_answers_alike(make):
+    """`x in registry` from an id's __eq__ (run under the lock by a lookup)
+    and `x in registry` whose lookup runs that __eq__. Was: the native
+    registry refused the re-entry (RuntimeError) where the twin, whose
+    __contains__ ran __eq__ outside its lock, answered; and a get() whose
+    __eq__ asked `in` worked on the twin only."""
+    reg = make(stuck_after=2)
+    a = Hostile("a", hash_value=5)
+    reg.open(a, state="processing")
+    a.on_eq = lambda: "elsewhere" in reg
+    a.armed = True
+    b = Hostile("b", hash_value=5)  # collides with a: a.__eq__ runs under the lock
+    for op in (lambda: b in reg, lambda: reg.get(b), lambda: reg.progress(b)):
+        with pytest.raises(RuntimeError, match="re-entered"):
+            op()
+    a.armed = False
+    assert b not in reg and a in reg
+    consistent(reg)
+
+
+@pytest.mark.timeout(30, method="thread")
 def test_registry_reentered_from_the_clock_works(make, clock):
     calls = []
 
