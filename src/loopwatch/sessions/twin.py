@@ -529,7 +529,12 @@ class SessionRegistry(RegistryBase):
         return len(self._sessions)
 
     def __contains__(self, session_id: object) -> bool:
-        return self._key(session_id) in self._sessions
+        hk = self._key(session_id)
+        self._enter()  # the lookup may run an id's __eq__: under the lock, as for every lookup
+        try:
+            return hk in self._sessions
+        finally:
+            self._exit()
 
     def __iter__(self) -> Iterator[SessionView]:
         """Views of every session (a snapshot taken at the call)."""
