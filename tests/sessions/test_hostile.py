@@ -507,3 +507,31 @@ def test_a_clock_too_far_from_zero_for_the_wheel_is_a_value_error(impl, start):
     with pytest.raises(ValueError, match="monotonic clock"):
         new_registry(impl, clock=lambda: start)
     assert len(new_registry(impl, clock=lambda: 4.4e12)) == 0  # just inside
+
+
+def test_a_store_answer_whose_truth_raises_leaves_the_lock_free(impl, clock):
+    """RegistryBase drives both tables with _collect/_settle; a subclass's
+    _ask_store may answer with any object, whose truth _settle takes. Was
+    (native): _settle converted the answer (and the question's record
+    number) between taking and releasing its lock, so an answer whose
+    __bool__ raised left the lock held: every later call from that thread
+    was refused as re-entered, and other threads blocked forever."""
+
+    class Answer:
+        def __bool__(self):
+            raise ValueError("no opinion")
+
+    class Registry(impl.SessionRegistry):
+        def _ask_store(self, session_id, allow_async=False):
+            return Answer() if session_id == "odd" else True
+
+    kwargs = {"wheel_factory": impl.TimerWheel} if impl.name == "python" else {}
+    reg = Registry(stuck_after=1, evict_after=None, store=lambda sid: True, clock=clock,
+                   **kwargs)
+    reg.open("odd", state="processing")
+    clock.t += 1
+    with pytest.raises(ValueError, match="no opinion"):
+        reg.check()
+    assert reg.counts()["processing"] == 1  # was: RuntimeError (the lock still held)
+    reg.open("fine", state="processing")
+    assert reg.close("fine") is True and len(reg) == 1
