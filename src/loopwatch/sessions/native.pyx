@@ -870,11 +870,15 @@ cdef class _NativeTable:
         store call was interrupted) counts as present."""
         cdef lw_sessions_event ev
         cdef int status
+        cdef uint32_t index, gen
+        cdef bint present
         events = []
-        for k, ((index, gen), sid) in enumerate(pending):
+        for k, ((number, generation), sid) in enumerate(pending):
+            # Converted before the lock: an exception must not leave it held.
+            index, gen = number, generation
             present = answers[k] if k < len(answers) else True
             self._lock()
-            status = lw_sessions_settle(self._t, index, gen, bool(present), now, &ev)
+            status = lw_sessions_settle(self._t, index, gen, present, now, &ev)
             if status > 0 and ev.kind != LW_SESSIONS_EV_EVICTED:
                 self._hold(&ev)
             lw_sessions_unlock(self._t)
