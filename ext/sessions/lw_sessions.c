@@ -187,8 +187,13 @@ static double wake_of(const lw_sessions *t, uint32_t i, const lw_sess *r)
 static void file_at(lw_sessions *t, uint32_t i, double wake)
 {
     /* Past the horizon (a registry nobody checked for years): filed at it,
-     * refiled when it comes due. */
-    double limit = t->wheel_time + lw_slots_horizon(&t->slots) - 1.0;
+     * refiled when it comes due. The horizon counts from the cursor, which
+     * lags the latest check after a gap of more than 64**levels ticks (a
+     * sweep moves it at most that far): counted from wheel_time, a wake
+     * could land beyond the top level's span (wrapped into the wrong slot,
+     * or a tick past 2**64: an undefined conversion in lw_slots_slot_for). */
+    double limit = (t->slots.origin + (double)t->slots.cur) * t->slots.res +
+                   lw_slots_horizon(&t->slots) - 1.0;
     lw_slots_file(&t->slots, i, wake <= limit ? wake : limit);
     t->filed++;
 }

@@ -249,6 +249,27 @@ def test_registry_reentered_from_an_id_eq_raises(make):
 
 
 @pytest.mark.timeout(30, method="thread")
+def test_registry_reentered_from_an_id_eq_by_a_membership_test_answers_alike(make):
+    """`x in registry` from an id's __eq__ (run under the lock by a lookup)
+    and `x in registry` whose lookup runs that __eq__. Was: the native
+    registry refused the re-entry (RuntimeError) where the twin, whose
+    __contains__ ran __eq__ outside its lock, answered; and a get() whose
+    __eq__ asked `in` worked on the twin only."""
+    reg = make(stuck_after=2)
+    a = Hostile("a", hash_value=5)
+    reg.open(a, state="processing")
+    a.on_eq = lambda: "elsewhere" in reg
+    a.armed = True
+    b = Hostile("b", hash_value=5)  # collides with a: a.__eq__ runs under the lock
+    for op in (lambda: b in reg, lambda: reg.get(b), lambda: reg.progress(b)):
+        with pytest.raises(RuntimeError, match="re-entered"):
+            op()
+    a.armed = False
+    assert b not in reg and a in reg
+    consistent(reg)
+
+
+@pytest.mark.timeout(30, method="thread")
 def test_registry_reentered_from_the_clock_works(make, clock):
     calls = []
 
@@ -435,3 +456,82 @@ def test_log_lines_escape_ids_and_keys(make, clock, caplog, sid):
     assert [r.session_event for r in event_records] == events
     assert all(r.session_key is key for r in event_records)
     assert "sessionKey=key\\n\\x1b[31mred" in event_records[0].getMessage()
+
+
+# -- 6. ids whose hashes differ only in their high bits -----------------------------------
+
+class Account:
+    """An id with a sloppy __eq__ (common in application code): it assumes
+    the other side is an Account too, and raises for anything else."""
+
+    def __init__(self, uid: int) -> None:
+        self.uid = uid
+
+    def __hash__(self) -> int:
+        return hash(self.uid)
+
+    def __eq__(self, other):
+        return self.uid == other.uid  # AttributeError for a str or an int
+
+    def __repr__(self) -> str:
+        return f"Account({self.uid})"
+
+
+@pytest.mark.parametrize("stored, far", [(7, Account(2**32 + 7)), (Account(7), 2**32 + 7)],
+                         ids=["int-stored", "account-stored"])
+def test_ids_whose_hashes_differ_only_above_32_bits_are_never_compared(make, stored, far):
+    """A dict (the twin's index) compares two keys only when their whole
+    hashes are equal. Was: the native index kept 32 bits of the hash and
+    asked __eq__ whenever those matched, so an id whose 64-bit hash differs
+    from a stored id's could not be opened, found or closed (here: the
+    AttributeError of a sloppy __eq__ that the twin never runs)."""
+    reg = make(stuck_after=2)
+    reg.open(stored, state="processing")
+    # different hashes, equal in their low 32 bits
+    assert hash(far) != hash(stored) and (hash(far) - hash(stored)) % 2**32 == 0
+    reg.open(far, state="waiting")
+    reg.progress(far)
+    reg.set_state(far, "processing", queue_depth=1)
+    assert far in reg and reg.get(far).queue_depth == 1
+    assert reg.get(stored).state == "processing" and len(reg) == 2
+    assert reg.close(far) is True and far not in reg
+    assert reg.close(stored) is True and len(reg) == 0
+
+
+@pytest.mark.parametrize("start", [4.6e12, -4.6e12, 1e300])
+def test_a_clock_too_far_from_zero_for_the_wheel_is_a_value_error(impl, start):
+    """The wheel counts 1 ms ticks from its start in a double: a clock
+    reading of 2**52 ms (about 4.5e12 s) or more cannot make one. Was
+    (native): MemoryError, as if memory had run out; the twin (its wheel)
+    raises ValueError."""
+    with pytest.raises(ValueError, match="monotonic clock"):
+        new_registry(impl, clock=lambda: start)
+    assert len(new_registry(impl, clock=lambda: 4.4e12)) == 0  # just inside
+
+
+def test_a_store_answer_whose_truth_raises_leaves_the_lock_free(impl, clock):
+    """RegistryBase drives both tables with _collect/_settle; a subclass's
+    _ask_store may answer with any object, whose truth _settle takes. Was
+    (native): _settle converted the answer (and the question's record
+    number) between taking and releasing its lock, so an answer whose
+    __bool__ raised left the lock held: every later call from that thread
+    was refused as re-entered, and other threads blocked forever."""
+
+    class Answer:
+        def __bool__(self):
+            raise ValueError("no opinion")
+
+    class Registry(impl.SessionRegistry):
+        def _ask_store(self, session_id, allow_async=False):
+            return Answer() if session_id == "odd" else True
+
+    kwargs = {"wheel_factory": impl.TimerWheel} if impl.name == "python" else {}
+    reg = Registry(stuck_after=1, evict_after=None, store=lambda sid: True, clock=clock,
+                   **kwargs)
+    reg.open("odd", state="processing")
+    clock.t += 1
+    with pytest.raises(ValueError, match="no opinion"):
+        reg.check()
+    assert reg.counts()["processing"] == 1  # was: RuntimeError (the lock still held)
+    reg.open("fine", state="processing")
+    assert reg.close("fine") is True and len(reg) == 1

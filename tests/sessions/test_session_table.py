@@ -180,6 +180,28 @@ def test_max_sessions_outside_the_table_s_range_is_refused(make, n):
     assert make(max_sessions=MAX_SESSIONS).max_sessions == MAX_SESSIONS
 
 
+@pytest.mark.parametrize("years", [5, 10])
+def test_a_check_years_after_the_last_one_still_reports_on_time(make, clock, years):
+    """"Past the horizon (a registry nobody checked for years): filed at it,
+    refiled when it comes due" (lw_sessions.c file_at, twin._schedule_at).
+    A check moves the wheel's cursor at most one span of its top level
+    (64**6 ms, about 2.2 years), so after a longer gap the cursor lags the
+    registry's time. Was: the twin's check() then raised ValueError (its
+    wheel refuses a deadline one second after its time, the horizon being
+    counted from the lagging cursor) and left the session it was reporting
+    filed nowhere: stuck, never reported or evicted again; the native table
+    reported due sessions one check late per 2.2 years of gap."""
+    reg = make(stuck_after=100, evict_after=None, max_report_interval=3600)
+    reg.open("a", state="processing")
+    clock.t += years * 365.25 * 86400
+    assert [(e.session_id, e.kind, e.reports) for e in reg.check()] == [("a", "stuck", 1)]
+    reg.open("b", state="processing")
+    clock.t += 200  # a's second report (100 * 2 after the first) and b's first are due
+    assert sorted((e.session_id, e.kind, e.reports) for e in reg.check()) == [
+        ("a", "stuck", 2), ("b", "stuck", 1)]
+    assert reg._filed() == 2 and reg.next_check() <= clock.t + 400
+
+
 def test_the_native_registry_refuses_a_wheel(impl):
     if impl.name != "native":
         pytest.skip("the pure registry takes any wheel")

@@ -8,6 +8,7 @@ import asyncio
 import gc
 import logging
 import math
+import sys
 import threading
 
 import pytest
@@ -465,6 +466,28 @@ def test_async_with_closes_on_cancel_timeout_and_close(make, loop_kind):
     assert len(reg) == 0
 
 
+def test_calling_init_again_is_refused_and_changes_nothing(make, clock):
+    """A registry is configured once. Was: the native one refused a second
+    __init__ (RuntimeError) only after RegistryBase.__init__ had replaced
+    its options, store, on_evict and clock and dropped its listeners, while
+    the C table went on with the old configuration; the twin started over,
+    silently dropping every session (and making a new lock, while another
+    thread may hold the old one)."""
+    evicted, heard = [], []
+    reg = make(stuck_after=5, evict_after=0, on_evict=evicted.append)
+    reg.add_event_listener(heard.append)
+    reg.open("s", state="processing")
+    with pytest.raises(RuntimeError, match="already initialized"):
+        reg.__init__(stuck_after=60, store=lambda sid: False, on_evict=None,
+                     clock=lambda: 0.0)
+    assert reg.stuck_after == 5 and len(reg) == 1 and reg.time() == clock.t
+    clock.advance(5)
+    assert kinds(reg.check()) == [("stuck", "s", None, 1)]  # no store asked: none was given
+    clock.advance(1)
+    assert kinds(reg.check()) == [("evicted", "s", "stuck_too_long", 1)]
+    assert [v.session_id for v in evicted] == ["s"] and len(heard) == 2
+
+
 def test_bind_task_closes_when_the_task_ends(make, loop_kind):
     reg = make(idle_timeout=1)
 
@@ -517,6 +540,88 @@ def test_bind_task_closes_when_the_task_ends(make, loop_kind):
         assert "re" not in reg
 
     run_on(loop_kind, main())
+
+
+def test_an_eviction_leaves_the_task_of_a_session_opened_meanwhile_bound(make, clock, loop_kind,
+                                                                       monkeypatch):
+    """check() builds its events once the table's lock is released, and the
+    GIL can pass to another thread there (SessionView's __init__ is Python
+    code): that thread may open a session, which takes the record an
+    eviction just freed, and bind its task. Was (native): building the
+    eviction's event then dropped that new binding (the bound tasks were
+    keyed by record index, whatever the generation), so the new session
+    outlived its task and its view showed no task. The other thread's calls
+    run here from SessionView's __init__; where that is under the registry's
+    lock (the twin builds its views under it) they are refused, as another
+    thread would have waited, and made after check() instead."""
+    reg = make(stuck_after=1, evict_after=0)
+    module = sys.modules[type(reg).__module__]
+
+    async def main():
+        task = asyncio.get_running_loop().create_future()
+        armed = []
+
+        def open_and_bind():
+            reg.open("new", state="idle")
+            reg.bind_task("new", task)
+
+        class Interleaved(SessionView):
+            __slots__ = ()
+
+            def __init__(self, *args, **kwargs):
+                if armed:
+                    armed.clear()
+                    try:
+                        open_and_bind()  # another thread, while check() builds its events
+                    except RuntimeError:
+                        pass  # the registry's lock is held here: that thread waits
+                super().__init__(*args, **kwargs)
+
+        reg.open("old", state="processing")
+        clock.advance(1)
+        assert kinds(reg.check()) == [("stuck", "old", None, 1)]
+        clock.advance(1)
+        monkeypatch.setattr(module, "SessionView", Interleaved)
+        armed.append(True)
+        events = reg.check()
+        monkeypatch.undo()
+        assert kinds(events) == [("evicted", "old", "stuck_too_long", 1)]
+        if "new" not in reg:
+            open_and_bind()
+        assert reg.get("new").task is task
+        task.set_result(None)
+        await asyncio.sleep(0)
+        assert "new" not in reg  # closed when its task ended
+
+    run_on(loop_kind, main())
+
+
+@pytest.mark.parametrize("how", ["close", "scope"])
+def test_a_bound_task_is_released_after_the_lock(make, loop, how):
+    """A session's references (id, key, bound task) are released after the
+    registry's lock, so their finalizers may call the registry
+    (docs/architecture.md). Was (twin): close() dropped the bound task under
+    its lock, and a finalizer that calls the registry got RuntimeError."""
+    reg = make()
+    calls = []
+
+    class Task(asyncio.Future):
+        def __del__(self):
+            try:
+                calls.append(reg.open("reborn").session_id)
+            except RuntimeError as exc:
+                calls.append(exc)
+
+    scope = reg.session("s")
+    scope.__enter__()
+    reg.bind_task("s", Task(loop=loop))  # the registry holds the only reference
+    gc.collect()
+    assert calls == []
+    if how == "close":
+        assert reg.close("s") is True
+    else:
+        scope.__exit__(None, None, None)
+    assert calls == ["reborn"] and "reborn" in reg and "s" not in reg
 
 
 def test_on_evict_can_cancel_the_bound_task(make, clock, loop_kind):

@@ -207,3 +207,33 @@ def test_time_and_the_status_document_exclude_the_loops_stalls():
     assert registry.time() == 1030.0
     clock[0] = 1090.0
     assert registry.time() == 1040.0
+
+
+def test_a_replaced_stall_clock_is_released_outside_the_lock(impl, clocks):
+    """The stall clock runs outside the registry's lock, so calling the
+    registry from it works, and references are released after the lock
+    (docs/architecture.md: finalizers may call back); so a stall clock's
+    finalizer, run when set_stall_clock lets it go, may call the registry.
+    Was (both): the previous clock was released under the lock, and a
+    finalizer calling the registry got RuntimeError('re-entered ... from a
+    session id's __eq__') -- here a stall source whose owner closes its
+    sessions when it goes away."""
+    reg = new_registry(impl, clock=clocks.clock)
+    reg.open("s")
+    closed = []
+
+    class Source:
+        def stalled(self) -> float:
+            return 0.0
+
+        def __del__(self) -> None:
+            try:
+                closed.append(reg.close("s"))
+            except RuntimeError as exc:
+                closed.append(exc)
+
+    source = Source()
+    reg.set_stall_clock(source.stalled)
+    del source  # the registry holds the only reference now
+    reg.set_stall_clock(clocks.stalled)  # ... and lets it go
+    assert closed == [True] and "s" not in reg

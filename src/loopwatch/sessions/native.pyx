@@ -168,6 +168,8 @@ cdef class _NativeTable:
         cfg.idle_timeout = -1.0 if self._idle_timeout is None else self._idle_timeout
         cfg.max_sessions = self._max_sessions
         cfg.has_store = self._store is not None
+        if abs(start / 0.001) >= 2.0**52:  # the wheel's 1 ms ticks, counted in a double
+            raise ValueError(f"now must be a finite time on a monotonic clock, got {start!r}")
         self._c_stall = None
         self._t = lw_sessions_new(&cfg, start)
         if self._t is NULL:
@@ -322,6 +324,7 @@ cdef class _NativeTable:
         that reading (logged once at WARNING); it runs outside the lock.
         """
         cdef size_t fn = 0, ctx = 0
+        cdef object old_stall, old_keep
         if stalled is not None and not callable(stalled):
             raise TypeError(f"stalled must be a callable returning seconds or None, got {stalled!r}")
         self._live()
@@ -333,6 +336,10 @@ cdef class _NativeTable:
             keep = None
             first = None if stalled is None else self._read_stall(stalled, True)
         self._lock()
+        # The previous clock and what kept its reader alive are let go after
+        # the lock (their finalizers may call the registry).
+        old_stall = self._c_stall
+        old_keep = self._stall_keep
         self._stall_token += 1
         lw_sessions_set_stall(self._t, self._stall_token, first is not None,
                               0.0 if first is None else first)
@@ -343,6 +350,7 @@ cdef class _NativeTable:
         self._stall_warned = False
         self._time_source()
         lw_sessions_unlock(self._t)
+        del old_stall, old_keep
 
     def time(self):
         """The registry's time now: the clock's reading minus the time the
@@ -388,7 +396,11 @@ cdef class _NativeTable:
             _KINDS[ev.kind], view, ev.at, _REASONS[ev.reason] if ev.kind == LW_SESSIONS_EV_EVICTED else None,
             ev.age, ev.reports, None if ev.next_report_at != ev.next_report_at else ev.next_report_at)
         if ev.kind == LW_SESSIONS_EV_EVICTED:
-            self._tasks.pop(ev.index, None)
+            # The record may hold a later session already (another thread
+            # ran since the lock was released): only this one's binding goes.
+            bound = self._tasks.get(ev.index)
+            if bound is not None and bound[0] == ev.gen:
+                del self._tasks[ev.index]
         Py_XDECREF(<PyObject *>ev.id)
         Py_XDECREF(<PyObject *>ev.key)
         ev.id = ev.key = NULL
@@ -858,11 +870,15 @@ cdef class _NativeTable:
         store call was interrupted) counts as present."""
         cdef lw_sessions_event ev
         cdef int status
+        cdef uint32_t index, gen
+        cdef bint present
         events = []
-        for k, ((index, gen), sid) in enumerate(pending):
+        for k, ((number, generation), sid) in enumerate(pending):
+            # Converted before the lock: an exception must not leave it held.
+            index, gen = number, generation
             present = answers[k] if k < len(answers) else True
             self._lock()
-            status = lw_sessions_settle(self._t, index, gen, bool(present), now, &ev)
+            status = lw_sessions_settle(self._t, index, gen, present, now, &ev)
             if status > 0 and ev.kind != LW_SESSIONS_EV_EVICTED:
                 self._hold(&ev)
             lw_sessions_unlock(self._t)

@@ -313,6 +313,8 @@ class RegistryBase:
         *,
         wheel_factory: Callable[..., Any] | None = None,
     ) -> None:
+        if self.__dict__.get("_configured"):  # once: nothing is reconfigured
+            raise RuntimeError("SessionRegistry is already initialized")
         self._stuck_after: float = _duration("stuck_after", stuck_after)
         backoff = _duration("report_backoff", report_backoff)
         if backoff < 1.0:
@@ -343,6 +345,7 @@ class RegistryBase:
         self._event_listeners: tuple[Callable[[SessionEvent], Any], ...] = ()
         self._clock = clock
         self._setup(_clock_value(clock()), wheel_factory)
+        self._configured = True
 
     def _setup(self, start: float, wheel_factory: Callable[..., Any] | None) -> None:
         raise NotImplementedError

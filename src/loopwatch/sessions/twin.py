@@ -177,6 +177,7 @@ class SessionRegistry(RegistryBase):
             raise TypeError(f"stalled must be a callable returning seconds or None, got {stalled!r}")
         first = None if stalled is None else self._read_stall(stalled, fresh=True)
         self._enter()
+        previous = self._stall  # let go after the lock: its finalizer may call us
         try:
             if self._stall_base is not None and self._stall_last is not None:
                 self._shift += self._stall_last - self._stall_base
@@ -186,6 +187,7 @@ class SessionRegistry(RegistryBase):
             self._stall_warned = False
         finally:
             self._exit()
+        del previous
 
     def _read_stall(self, stall: Callable[[], float], fresh: bool = False) -> float | None:
         """One reading of the stall clock (outside the lock), or None when it
@@ -477,10 +479,12 @@ class SessionRegistry(RegistryBase):
             s = self._sessions.get(hk)
             if s is None:
                 return False
+            task = s.task
             self._remove(s)
-            return True
         finally:
             self._exit()
+        del task  # after the lock: the task's finalizer may call the registry
+        return True
 
     def _close_handle(self, handle: int) -> bool:
         """Close this very session, not a later one opened under its id."""
@@ -489,10 +493,12 @@ class SessionRegistry(RegistryBase):
             s = self._handles.get(handle)
             if s is None:
                 return False
+            task = s.task
             self._remove(s)
-            return True
         finally:
             self._exit()
+        del task  # after the lock: the task's finalizer may call the registry
+        return True
 
     def _handle_alive(self, handle: int) -> bool:
         return handle in self._handles
@@ -523,7 +529,12 @@ class SessionRegistry(RegistryBase):
         return len(self._sessions)
 
     def __contains__(self, session_id: object) -> bool:
-        return self._key(session_id) in self._sessions
+        hk = self._key(session_id)
+        self._enter()  # the lookup may run an id's __eq__: under the lock, as for every lookup
+        try:
+            return hk in self._sessions
+        finally:
+            self._exit()
 
     def __iter__(self) -> Iterator[SessionView]:
         """Views of every session (a snapshot taken at the call)."""
