@@ -507,7 +507,12 @@ static int sweep(lw_sessions *t, double now, size_t *n_due)
         }
     } else {
         uint64_t limit = sl->cur + ((uint64_t)1 << (LW_SLOTS_BITS * sl->levels));
-        uint64_t target = q >= (double)limit ? limit : (uint64_t)q;
+        /* Past one span of the top level everything filed is due (nothing
+         * is filed further ahead), so the cursor may go straight to now's
+         * tick, however far: a check years after the last one files what
+         * follows relative to now. Only a tick count too large for the
+         * cursor (a `now` of about 10**16 s) stops at one span. */
+        uint64_t target = q < (double)limit ? (uint64_t)q : q < LW_SLOTS_FAR_TICK ? (uint64_t)q : limit;
         unsigned slot;
         uint64_t start;
         while (!failed && lw_slots_first(sl, &slot, &start) && start <= target) {
@@ -550,11 +555,21 @@ int lw_sessions_collect(lw_sessions *t, const lw_sessions_reading *rd, double *n
 {
     double now = lw_sessions_now(t, rd);
     size_t n_due = 0, n = 0;
+    /* Buffers grown by one huge check (10**6 sessions due at once) are let
+     * go once checks are small again: the next huge one grows them anew. */
+    if (t->due_cap > 65536 && t->last_due * 8 < t->due_cap) {
+        free(t->due);
+        free(t->events);
+        t->due = NULL;
+        t->events = NULL;
+        t->due_cap = t->events_cap = 0;
+    }
     *now_out = now;
     *events = t->events;
     *count = 0;
     if (sweep(t, now, &n_due) != 0)
         return LW_SESSIONS_ENOMEM;
+    t->last_due = n_due;
     if (now > t->wheel_time)
         t->wheel_time = now;
     if (n_due == 0)
@@ -623,6 +638,15 @@ int lw_sessions_settle(lw_sessions *t, uint32_t index, uint32_t gen, int present
     }
     report(t, index, now, out);
     return 1;
+}
+
+void lw_sessions_unask(lw_sessions *t, uint32_t index, uint32_t gen)
+{
+    lw_sess *r = lw_sessions_get(t, index, gen);
+    if (!r || !(LW_SESS_FLAGS(r) & LW_SESS_ASKING))
+        return;
+    LW_SESS_FLAGS(r) &= (uint8_t)~LW_SESS_ASKING;
+    refile(t, index);
 }
 
 int lw_sessions_next_wake(const lw_sessions *t, double *out)

@@ -126,9 +126,11 @@ enum {
     LW_SESSIONS_EQERR = 4   /* the eq callback failed (its error is the caller's) */
 };
 
-/* Equality of two different id objects whose hashes match: 1, 0, or -1
- * (failed: the lookup stops and reports LW_SESSIONS_EQERR). */
-typedef int (*lw_sessions_eq)(void *stored_id, void *probe_id, void *ctx);
+/* Equality of two different id objects whose stored hashes (32 bits)
+ * match: 1, 0, or -1 (failed: the lookup stops and reports
+ * LW_SESSIONS_EQERR). The stored id's record index is given, so the caller
+ * can tell ids whose whole hashes differ apart without asking them. */
+typedef int (*lw_sessions_eq)(void *stored_id, void *probe_id, uint32_t stored_index, void *ctx);
 
 /* NULL when out of memory or for a start the wheel cannot take. */
 lw_sessions *lw_sessions_new(const lw_sessions_config *cfg, double start);
@@ -207,6 +209,10 @@ int lw_sessions_collect(lw_sessions *t, const lw_sessions_reading *r, double *no
  * closed) and is left as it is. */
 int lw_sessions_settle(lw_sessions *t, uint32_t index, uint32_t gen, int present, double now,
                        lw_sessions_event *out);
+/* A question that will get no answer (the check was interrupted): the
+ * session goes back to the wheel, due at once, asked again at the next
+ * check. Nothing when it changed since (as settle). */
+void lw_sessions_unask(lw_sessions *t, uint32_t index, uint32_t gen);
 /* The earliest time at which a check may find something: 1 and *out, or 0
  * when nothing is filed. Never later than the first due wake. */
 int lw_sessions_next_wake(const lw_sessions *t, double *out);

@@ -84,7 +84,7 @@ int lw_sessions_index_find(lw_sessions *t, void *id, uint32_t hash, lw_sessions_
             uint32_t i = (e & LW_INDEX_REC_MASK) - 1;
             const lw_sess *r = &t->recs[i];
             if (r->hash == hash) {
-                int same = r->id == id ? 1 : eq(r->id, id, ctx);
+                int same = r->id == id ? 1 : eq(r->id, id, i, ctx);
                 if (same < 0)
                     return -1;
                 if (same) {

@@ -86,6 +86,7 @@ struct lw_sessions {
     size_t events_cap;
     struct lw_sessions_due { double wake; uint32_t index; } *due;
     size_t due_cap;
+    size_t last_due; /* how many the last collect found due */
 };
 
 /* lw_sessions_index.c */

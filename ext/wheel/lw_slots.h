@@ -42,6 +42,9 @@ extern "C" {
 #define LW_SLOTS_NIL UINT32_MAX
 /* lw_slot_links.slot of a node filed nowhere (free, due, or unscheduled). */
 #define LW_SLOTS_NONE UINT16_MAX
+/* The furthest tick a cursor moves to in one expiry (2**62: far beyond any
+ * clock a wheel can start at, and exact in a double). */
+#define LW_SLOTS_FAR_TICK 4611686018427387904.0
 /* Every wheel accepts deadlines at least this far ahead of its time. */
 #define LW_SLOTS_MIN_HORIZON_SECONDS (2.0 * 365.25 * 86400.0)
 

@@ -228,7 +228,12 @@ lw_wheel_status lw_wheel_expire(lw_wheel *w, double now, const lw_wheel_due **du
     } else {
         /* Every node is filed less than 64**levels ticks after cur. */
         uint64_t limit = sl->cur + ((uint64_t)1 << (LW_SLOTS_BITS * sl->levels));
-        uint64_t target = q >= (double)limit ? limit : (uint64_t)q;
+        /* Past one span of the top level everything filed is due (nothing
+         * is filed further ahead), so the cursor may go straight to now's
+         * tick, however far: a check years after the last one files what
+         * follows relative to now. Only a tick count too large for the
+         * cursor (a `now` of about 10**16 s) stops at one span. */
+        uint64_t target = q < (double)limit ? (uint64_t)q : q < LW_SLOTS_FAR_TICK ? (uint64_t)q : limit;
         unsigned slot;
         uint64_t start;
         while (!failed && lw_slots_first(sl, &slot, &start) && start <= target) {

@@ -66,9 +66,10 @@ static int op;
 
 /* Ids are pointers to ints: two different pointers to equal ints are the
  * same id, so lookups run the eq callback. */
-static int eq(void *stored, void *probe, void *ctx)
+static int eq(void *stored, void *probe, uint32_t index, void *ctx)
 {
     (void)ctx;
+    (void)index;
     return *(int *)stored == *(int *)probe;
 }
 

@@ -16,9 +16,10 @@
 
 #define N 5
 
-static int same(void *stored, void *probe, void *ctx)
+static int same(void *stored, void *probe, uint32_t index, void *ctx)
 {
     (void)ctx;
+    (void)index;
     return stored == probe;
 }
 

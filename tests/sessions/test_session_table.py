@@ -202,6 +202,40 @@ def test_a_check_years_after_the_last_one_still_reports_on_time(make, clock, yea
     assert reg._filed() == 2 and reg.next_check() <= clock.t + 400
 
 
+def test_an_interrupted_settlement_leaves_every_asked_session_due(make, clock, monkeypatch):
+    """A check asks the store about every due session, then settles the
+    answers one by one. Interrupted there (Ctrl-C while an event is built),
+    the sessions not settled yet must stay in the wheel, due at once: was,
+    both implementations left them filed nowhere, never checked again."""
+    import sys
+
+    reg = make(stuck_after=2, evict_after=None, store=lambda sid: True)
+    for sid in ("a", "b", "c"):
+        reg.open(sid, state="processing")
+    clock.t += 2
+    module = sys.modules[type(reg).__module__]
+    real = module.SessionEvent
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "SessionEvent", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reg.check()
+    monkeypatch.setattr(module, "SessionEvent", real)
+    assert reg._filed() == 3  # the one being settled, and the two after it
+    # the first was reported when the interrupt came (its event lost with
+    # it); the two others are asked again at the very next check
+    events = reg.check()
+    assert sorted((e.session_id, e.kind, e.reports) for e in events) == [
+        ("b", "stuck", 1), ("c", "stuck", 1)]
+    assert [v.session_id for v in reg.stuck()] == ["a", "b", "c"]
+
+
 def test_the_native_registry_refuses_a_wheel(impl):
     if impl.name != "native":
         pytest.skip("the pure registry takes any wheel")

@@ -10,7 +10,8 @@ cdef extern from "lw_slots.h" nogil:
 
 # The eq callback runs Python code (an id's __eq__): it needs the GIL.
 cdef extern from "lw_sessions.h":
-    ctypedef int (*lw_sessions_eq)(void *stored_id, void *probe_id, void *ctx) noexcept
+    ctypedef int (*lw_sessions_eq)(void *stored_id, void *probe_id, uint32_t stored_index,
+                                   void *ctx) noexcept
 
 cdef extern from "lw_sessions.h" nogil:
     enum:
@@ -119,6 +120,7 @@ cdef extern from "lw_sessions.h" nogil:
     int lw_sessions_settle(lw_sessions *t, uint32_t index, uint32_t gen, int present, double now,
                            lw_sessions_event *out)
     int lw_sessions_next_wake(const lw_sessions *t, double *out)
+    void lw_sessions_unask(lw_sessions *t, uint32_t index, uint32_t gen)
 
     size_t lw_sessions_len(const lw_sessions *t)
     int64_t lw_sessions_count(const lw_sessions *t, int state)

@@ -19,7 +19,7 @@ never names a later session that reuses the record.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF, Py_XINCREF
@@ -90,8 +90,66 @@ if hasattr(_os, "register_at_fork"):
     _os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-cdef int _eq(void *stored, void *probe, void *ctx) noexcept:
-    """Two ids whose hashes match: the caller's __eq__ (run under the lock)."""
+cdef extern from *:
+    """
+    /* An id whose hash and equality are the interpreter's own C code (no
+     * caller code runs for them, whatever they are compared with). */
+    static inline int lw_plain_id(PyObject *o) {
+        PyTypeObject *t = Py_TYPE(o);
+        return t == &PyUnicode_Type || t == &PyLong_Type || t == &PyBytes_Type || t == &PyFloat_Type;
+    }
+
+    /* Whether a stored id and a probed one whose stored hashes (32 bits)
+     * match may be asked __eq__: 1 when their whole hashes are equal (or
+     * both are plain: their equality runs no caller code), 0 when they
+     * differ, -1 on error. The stored id's whole hash: its own C code for a
+     * plain id, else the one kept in `hashes` (record index -> hash). */
+    static int lw_same_whole_hash(PyObject *stored, PyObject *probe, uint32_t index,
+                                  Py_hash_t probe_full, PyObject *hashes) {
+        Py_hash_t full;
+        PyObject *key, *kept;
+        if (lw_plain_id(stored) && lw_plain_id(probe))
+            return 1;
+        if (lw_plain_id(stored)) {
+            full = PyObject_Hash(stored);
+            if (full == -1 && PyErr_Occurred())
+                return -1;
+        } else {
+            key = PyLong_FromUnsignedLong(index);
+            if (!key)
+                return -1;
+            kept = PyDict_GetItemWithError(hashes, key); /* borrowed */
+            Py_DECREF(key);
+            if (!kept) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_SystemError, "loopwatch: a stored session id's hash is missing");
+                return -1;
+            }
+            full = PyLong_AsSsize_t(kept);
+            if (full == -1 && PyErr_Occurred())
+                return -1;
+        }
+        return full == probe_full;
+    }
+    """
+    bint lw_plain_id(PyObject *o) noexcept
+    int lw_same_whole_hash(PyObject *stored, PyObject *probe, uint32_t index,
+                           Py_hash_t probe_full, PyObject *hashes) noexcept
+
+
+ctypedef struct _Probe:
+    Py_hash_t full        # the probed id's whole hash
+    PyObject *hashes      # the table's dict: record index -> whole hash of a stored non-plain id
+
+
+cdef int _eq(void *stored, void *probe, uint32_t index, void *ctx) noexcept:
+    """Two ids whose stored hashes (32 bits) match: as a dict does, the
+    stored id's __eq__ runs only against an id of the same whole hash (the
+    C record keeps 32 bits of it). Under the lock."""
+    cdef _Probe *p = <_Probe *>ctx
+    cdef int same = lw_same_whole_hash(<PyObject *>stored, <PyObject *>probe, index, p.full, p.hashes)
+    if same <= 0:
+        return same
     return _rich_eq(<PyObject *>stored, <PyObject *>probe, Py_EQ)
 
 
@@ -128,12 +186,16 @@ cdef class _NativeTable:
     cdef uint64_t _stall_token   # names the stall clock in readings
     cdef bint _stall_warned
     cdef dict _tasks             # index -> (gen, task, done-callback)
-    cdef list _c_events          # recoveries, waiting for check()
+    cdef dict _hashes            # index -> whole hash of a stored id that is not plain (see _eq)
+    cdef lw_sessions_event *_rq  # recoveries, queued under the lock (references held), for check()
+    cdef size_t _rq_len, _rq_cap
+    cdef list _c_events          # recoveries that found no room in _rq (out of memory), for check()
     cdef object __weakref__
 
     def __cinit__(self, *args, **kwargs):
         self._t = NULL
         self._tasks = {}
+        self._hashes = {}
         self._c_events = []
 
     def __dealloc__(self):
@@ -149,6 +211,11 @@ cdef class _NativeTable:
             i = lw_sessions_next(self._t, i + 1)
         lw_sessions_free(self._t)
         self._t = NULL
+        for k in range(self._rq_len):
+            Py_XDECREF(<PyObject *>self._rq[k].id)
+            Py_XDECREF(<PyObject *>self._rq[k].key)
+        free(self._rq)
+        self._rq = NULL
 
     def __reduce__(self):
         raise TypeError("cannot pickle SessionRegistry")
@@ -411,27 +478,58 @@ cdef class _NativeTable:
         Py_XINCREF(<PyObject *>ev.id)
         Py_XINCREF(<PyObject *>ev.key)
 
+    cdef bint _queue_recovery(self, lw_sessions_event *ev) noexcept:
+        """Under the lock: queue a recovery (its id and key held) for the
+        next check(), in order with every other thread's; False when no
+        room could be made (the caller appends its event after the lock)."""
+        cdef lw_sessions_event *grown
+        cdef size_t cap
+        self._hold(ev)
+        if self._rq_len == self._rq_cap:
+            cap = 16 if self._rq_cap == 0 else self._rq_cap * 2
+            grown = <lw_sessions_event *>realloc(self._rq, cap * sizeof(lw_sessions_event))
+            if grown is NULL:
+                return False
+            self._rq = grown
+            self._rq_cap = cap
+        self._rq[self._rq_len] = ev[0]
+        self._rq_len += 1
+        return True
+
     cdef int _recovered(self, lw_sessions_event *ev) except -1:
+        """After the lock: a recovery _queue_recovery found no room for."""
         self._c_events.append(self._event(ev))
         return 0
 
     # -- sessions ------------------------------------------------------------------
-    cdef uint64_t _open_handle_c(self, object session_id, object key, object state) except? 0:
+    cdef uint64_t _open_handle_c(self, object session_id, object key, object state,
+                                 lw_sessions_event *snapshot=NULL) except? 0:
+        """Open a session; its handle (and, given `snapshot`, the session as
+        its view shows it, taken under the same hold of the lock, so the
+        view is of this very opening whatever other threads do)."""
         cdef lw_sessions_reading r
         cdef uint32_t index, gen
         cdef int status, number = _STATE_NUMBERS[_check_state(state)]
-        cdef uint32_t h
+        cdef Py_hash_t full
+        cdef _Probe probe
         self._live()
         self._read(&r)
-        h = <uint32_t><uint64_t>hash(session_id)  # the id's __hash__, outside the lock
+        full = hash(session_id)  # the id's __hash__, outside the lock
+        probe.full = full
+        probe.hashes = <PyObject *>self._hashes
         self._lock()
         Py_XINCREF(<PyObject *>session_id)
         if key is not None:
             Py_XINCREF(<PyObject *>key)
         status = lw_sessions_open(self._t, <void *>session_id, NULL if key is None else <void *>key,
-                                  h, number, &r, _eq, NULL, &index)
+                                  <uint32_t><uint64_t>full, number, &r, _eq, &probe, &index)
         if status == LW_SESSIONS_OK:
+            if not lw_plain_id(<PyObject *>session_id):
+                self._hashes[index] = full  # int keys and values: no caller code
             gen = lw_sessions_record(self._t, index).gen
+            if snapshot is not NULL:
+                lw_sessions_snapshot(self._t, index, snapshot)
+                self._hold(snapshot)
             lw_sessions_unlock(self._t)
             return (<uint64_t>gen << 32) | index
         lw_sessions_unlock(self._t)
@@ -454,15 +552,22 @@ cdef class _NativeTable:
 
         Raises ValueError for an unknown state or an id already open,
         :class:`RegistryFull` at ``max_sessions``."""
-        return self._get_handle(self._open_handle_c(session_id, key, state))
+        cdef lw_sessions_event ev
+        self._open_handle_c(session_id, key, state, &ev)
+        return self._view(&ev, True)
 
     def _open_handle(self, session_id, key, state):
         return self._open_handle_c(session_id, key, state)
 
-    cdef int _find(self, object session_id, uint32_t h, uint32_t *index) except -1:
+    cdef int _find(self, object session_id, Py_hash_t full, uint32_t *index) except -1:
         """Under the lock: 1 found, 0 not (an __eq__ that raised: raised,
-        with the lock released). h: the id's hash, taken before the lock."""
-        cdef int found = lw_sessions_find(self._t, <void *>session_id, h, _eq, NULL, index)
+        with the lock released). full: the id's hash, taken before the lock."""
+        cdef _Probe probe
+        cdef int found
+        probe.full = full
+        probe.hashes = <PyObject *>self._hashes
+        found = lw_sessions_find(self._t, <void *>session_id, <uint32_t><uint64_t>full, _eq, &probe,
+                                 index)
         if found < 0:
             lw_sessions_unlock(self._t)
             _raise_pending()
@@ -475,22 +580,26 @@ cdef class _NativeTable:
         cdef lw_sessions_reading r
         cdef lw_sessions_event ev
         cdef uint32_t index
-        cdef uint32_t h
+        cdef Py_hash_t full
+        cdef _Probe probe
         cdef int found, recovered
         if self._t is NULL:
             self._live()
         self._read(&r)
-        h = <uint32_t><uint64_t>hash(session_id)  # outside the lock
+        full = hash(session_id)  # outside the lock
+        probe.full = full
+        probe.hashes = <PyObject *>self._hashes
         self._lock()
-        found = lw_sessions_find(self._t, <void *>session_id, h, _eq, NULL, &index)
+        found = lw_sessions_find(self._t, <void *>session_id, <uint32_t><uint64_t>full, _eq, &probe,
+                                 &index)
         if found <= 0:
             lw_sessions_unlock(self._t)
             if found < 0:
                 _raise_pending()
             raise _unknown(session_id)
         recovered = lw_sessions_progress(self._t, index, &r, &ev)
-        if recovered:
-            self._hold(&ev)
+        if recovered and self._queue_recovery(&ev):
+            recovered = 0
         lw_sessions_unlock(self._t)
         if recovered:
             self._recovered(&ev)
@@ -519,8 +628,8 @@ cdef class _NativeTable:
             lw_sessions_unlock(self._t)
             raise _unknown_handle(handle)
         recovered = lw_sessions_progress(self._t, <uint32_t>hv, &r, &ev)
-        if recovered:
-            self._hold(&ev)
+        if recovered and self._queue_recovery(&ev):
+            recovered = 0
         lw_sessions_unlock(self._t)
         if recovered:
             self._recovered(&ev)
@@ -531,8 +640,8 @@ cdef class _NativeTable:
         cdef lw_sessions_event ev
         cdef int recovered = lw_sessions_set_state(
             self._t, index, number, depth is not None, -1 if depth is None else <int32_t>depth, r, &ev)
-        if recovered:
-            self._hold(&ev)
+        if recovered and self._queue_recovery(&ev):
+            recovered = 0
         lw_sessions_unlock(self._t)
         if recovered:
             self._recovered(&ev)
@@ -545,14 +654,14 @@ cdef class _NativeTable:
         changes state recovers. The same state again only updates the queue
         depth. KeyError when unknown, ValueError for an unknown state or a
         queue depth outside 0 .. 2**31 - 1."""
-        cdef uint32_t h
+        cdef Py_hash_t h
         cdef lw_sessions_reading r
         cdef uint32_t index
         cdef int number = _STATE_NUMBERS[_check_state(state)]
         depth = _check_depth(queue_depth)
         self._live()
         self._read(&r)
-        h = <uint32_t><uint64_t>hash(session_id)  # outside the lock: a failing __hash__ changes nothing
+        h = hash(session_id)  # outside the lock: a failing __hash__ changes nothing
         self._lock()
         if not self._find(session_id, h, &index):
             lw_sessions_unlock(self._t)
@@ -583,6 +692,8 @@ cdef class _NativeTable:
         cdef void *sid
         cdef void *key
         lw_sessions_remove(self._t, index, &sid, &key)
+        if self._hashes:
+            self._hashes.pop(index, None)
         lw_sessions_unlock(self._t)
         bound = self._tasks.pop(index, None)
         Py_XDECREF(<PyObject *>sid)
@@ -592,10 +703,10 @@ cdef class _NativeTable:
 
     def close(self, session_id):
         """Stop tracking a session. Idempotent: False when it was not open."""
-        cdef uint32_t h
+        cdef Py_hash_t h
         cdef uint32_t index
         self._live()
-        h = <uint32_t><uint64_t>hash(session_id)
+        h = hash(session_id)
         self._lock()
         if not self._find(session_id, h, &index):
             lw_sessions_unlock(self._t)
@@ -621,11 +732,11 @@ cdef class _NativeTable:
 
     def get(self, session_id):
         """A read-only view of a session; KeyError when unknown."""
-        cdef uint32_t h
+        cdef Py_hash_t h
         cdef lw_sessions_event ev
         cdef uint32_t index
         self._live()
-        h = <uint32_t><uint64_t>hash(session_id)
+        h = hash(session_id)
         self._lock()
         if not self._find(session_id, h, &index):
             lw_sessions_unlock(self._t)
@@ -653,10 +764,10 @@ cdef class _NativeTable:
         return lw_sessions_len(self._t)
 
     def __contains__(self, session_id):
-        cdef uint32_t h
+        cdef Py_hash_t h
         cdef uint32_t index
         self._live()
-        h = <uint32_t><uint64_t>hash(session_id)
+        h = hash(session_id)
         self._lock()
         found = self._find(session_id, h, &index)
         lw_sessions_unlock(self._t)
@@ -765,7 +876,7 @@ cdef class _NativeTable:
         self._read(&r)
         self._lock()
         now = lw_sessions_now(self._t, &r)
-        if self._c_events:
+        if self._rq_len or self._c_events:
             lw_sessions_unlock(self._t)
             return r.raw
         found = lw_sessions_next_wake(self._t, &wake)
@@ -778,12 +889,12 @@ cdef class _NativeTable:
         """Close the session when ``task`` (an asyncio Task or Future) ends,
         however it ends. Binding another task replaces the first binding.
         Call it from the task's event loop."""
-        cdef uint32_t h
+        cdef Py_hash_t h
         cdef uint32_t index, gen
         if not hasattr(task, "add_done_callback"):
             raise TypeError(f"bind_task needs an asyncio Task or Future, got {task!r}")
         self._live()
-        h = <uint32_t><uint64_t>hash(session_id)
+        h = hash(session_id)
         self._lock()
         if not self._find(session_id, h, &index):
             lw_sessions_unlock(self._t)
@@ -817,16 +928,22 @@ cdef class _NativeTable:
         cdef lw_sessions_reading r
         cdef const lw_sessions_event *due
         cdef lw_sessions_event *snap = NULL
-        cdef size_t n = 0, k
+        cdef lw_sessions_event *queued = NULL
+        cdef size_t n = 0, k, n_queued = 0
         cdef double now
         cdef int status
         self._live()
         self._read_at(&r, now_arg)
+        recoveries, self._c_events = self._c_events, []  # before the lock: no allocation under it
         self._lock()
         status = lw_sessions_collect(self._t, &r, &now, &due, &n)
         if status != LW_SESSIONS_OK:
             lw_sessions_unlock(self._t)
+            self._c_events[:0] = recoveries
             raise MemoryError()
+        queued, n_queued = self._rq, self._rq_len  # the recoveries queued so far: ours now
+        self._rq = NULL
+        self._rq_len = self._rq_cap = 0
         if n:
             snap = <lw_sessions_event *>malloc(n * sizeof(lw_sessions_event))
             if snap is NULL:
@@ -839,12 +956,16 @@ cdef class _NativeTable:
         for k in range(n):
             if snap[k].kind != LW_SESSIONS_EV_EVICTED:
                 self._hold(&snap[k])  # evicted ones' references are already ours
-        recoveries, self._c_events = self._c_events, []
+            elif self._hashes:
+                self._hashes.pop(snap[k].index, None)  # int keys: no caller code
         if snap is not due:
             lw_sessions_unlock(self._t)
-        events = recoveries
+        events = []
         pending = []
         try:
+            for k in range(n_queued):
+                events.append(self._event(&queued[k]))
+            events += recoveries
             for k in range(n):
                 if snap[k].kind == LW_SESSIONS_EV_ASK:
                     sid = <object>snap[k].id
@@ -854,6 +975,10 @@ cdef class _NativeTable:
                 else:
                     events.append(self._event(&snap[k]))
         finally:
+            for k in range(n_queued):  # what a failure left held
+                Py_XDECREF(<PyObject *>queued[k].id)
+                Py_XDECREF(<PyObject *>queued[k].key)
+            free(queued)
             for k in range(n):
                 Py_XDECREF(<PyObject *>snap[k].id)
                 Py_XDECREF(<PyObject *>snap[k].key)
@@ -872,21 +997,37 @@ cdef class _NativeTable:
         cdef int status
         cdef uint32_t index, gen
         cdef bint present
+        cdef size_t settled = 0, k
         events = []
-        for k, ((number, generation), sid) in enumerate(pending):
-            # Converted before the lock: an exception must not leave it held.
-            index, gen = number, generation
-            present = answers[k] if k < len(answers) else True
-            self._lock()
-            status = lw_sessions_settle(self._t, index, gen, present, now, &ev)
-            if status > 0 and ev.kind != LW_SESSIONS_EV_EVICTED:
-                self._hold(&ev)
-            lw_sessions_unlock(self._t)
-            if status > 0:
-                events.append(self._event(&ev))
-            elif status < 0:
-                logger.error("out of memory reporting stuck sessionId=%s; it stays due",
-                             _printable(sid), extra={"session_id": sid})
+        try:
+            for number, generation in (question for question, _ in pending):
+                # Converted before the lock: an exception must not leave it held.
+                index, gen = number, generation
+                present = answers[settled] if settled < len(answers) else True
+                self._lock()
+                status = lw_sessions_settle(self._t, index, gen, present, now, &ev)
+                if status > 0 and ev.kind != LW_SESSIONS_EV_EVICTED:
+                    self._hold(&ev)
+                elif status > 0 and self._hashes:
+                    self._hashes.pop(index, None)
+                lw_sessions_unlock(self._t)
+                settled += 1
+                if status > 0:
+                    events.append(self._event(&ev))
+                elif status < 0:
+                    sid = pending[settled - 1][1]
+                    logger.error("out of memory reporting stuck sessionId=%s; it stays due",
+                                 _printable(sid), extra={"session_id": sid})
+        except BaseException:
+            # Interrupted (Ctrl-C, out of memory building an event): the
+            # questions not settled yet go back to the wheel, due at once,
+            # asked again at the next check; none is left filed nowhere.
+            for k in range(settled, len(pending)):
+                index, gen = pending[k][0]
+                self._lock()
+                lw_sessions_unask(self._t, index, gen)
+                lw_sessions_unlock(self._t)
+            raise
         self._label_stuck(events)
         return events
 

@@ -685,10 +685,12 @@ class SessionRegistry(RegistryBase):
         since (progress, new state, closed) is left as it now is; one without
         an answer (the store call was interrupted) counts as present."""
         events = []
+        settled = 0
         self._enter()
         try:
             for i, (p, _) in enumerate(pending):
                 s = p.session
+                settled = i + 1
                 if not s.alive or s.epoch != p.epoch:
                     continue
                 present = answers[i] if i < len(answers) else True
@@ -696,6 +698,15 @@ class SessionRegistry(RegistryBase):
                     events.append(self._report(s, now))
                 else:
                     events.append(self._evict(s, GHOST, now))
+        except BaseException:
+            # Interrupted (Ctrl-C, out of memory building an event): the
+            # questions not settled yet go back to the wheel, due at once,
+            # asked again at the next check; none is left filed nowhere.
+            for p, _ in pending[settled:]:
+                s = p.session
+                if s.alive and s.epoch == p.epoch:
+                    self._reschedule(s)
+            raise
         finally:
             self._exit()
         return events

@@ -15,6 +15,7 @@ SLOTS = 64
 SLOT_MASK = SLOTS - 1
 MAX_LEVELS = 10
 MIN_HORIZON_SECONDS = 2.0 * 365.25 * 86400.0
+FAR_TICK = 2**62  # the furthest tick a cursor moves to in one expiry (LW_SLOTS_FAR_TICK)
 MIN_RESOLUTION = 1e-6
 MAX_RESOLUTION = 3600.0
 _INF = math.inf
@@ -386,7 +387,9 @@ class TimerWheel:
                     due.append((node[_NODE_DEADLINE], node[_NODE_SEQ], node))
         else:
             limit = self._cur + (1 << (SLOT_BITS * self._levels))
-            target = limit if q >= limit else q
+            # Past one span of the top level everything filed is due: the
+            # cursor goes straight to now's tick (lw_wheel.c), up to 2**62.
+            target = q if q < limit or q < FAR_TICK else limit
             while True:
                 found = self._first_slot()
                 if found is None or found[1] > target:
