@@ -65,6 +65,8 @@ cdef extern from "lw_loop.h" nogil:
     void lw_loop_ping_poke(lw_loop *m)
     int64_t lw_loop_take_idle_answers(lw_loop *m)
     void lw_loop_ping_counts(const lw_loop *m, int64_t *sent, int64_t *skipped, int64_t *sleeps)
+    int lw_loop_sampler_table(const lw_loop *m)
+    void lw_loop_set_spare_idle(lw_loop *m, int on)
     ctypedef struct lw_loop_live:
         int running
         int paused
@@ -257,6 +259,19 @@ cdef class _NativeCore:
         cdef int64_t sent = 0, skipped = 0, sleeps = 0
         lw_loop_ping_counts(self._m, &sent, &skipped, &sleeps)
         return sent, skipped, sleeps
+
+    def sampler_table(self):
+        """The running sampler thread's fd table: "own" (it left the
+        process's table: Linux), "shared", or None (no sampler runs, or it
+        has not started yet)."""
+        cdef int t = lw_loop_sampler_table(self._m)
+        return "own" if t == 1 else "shared" if t == 0 else None
+
+    def set_spare_idle(self, bint on):
+        """Off: ping the loop every resolution even when it is proved asleep
+        in its selector (benchmarks measure what a ping costs an idle
+        loop)."""
+        lw_loop_set_spare_idle(self._m, on)
 
 
 cdef class _NativePing:
