@@ -14,6 +14,7 @@
 #include "lw_loop_clock.h"
 #include "lw_ping.h"
 #include "lw_selectwait.h"
+#include "lw_wakewatch.h"
 
 #define LW_LOOP_QUEUE 64
 /* Missed ticks filled in after one late wake-up, at most; beyond that (a
@@ -27,6 +28,7 @@
 struct lw_loop {
     int64_t resolution_ns;
     int64_t threshold_ns;
+    int64_t idle_check_ns; /* an idle loop is looked at this often (idle_sleep) */
     lw_hdr *lag[2];
 
     /* Written by the loop thread, read by the sampler: lock-free. */
@@ -77,7 +79,9 @@ struct lw_loop {
     lw_selectwait selectwait;
     int ep_fd;             /* its import of the loop's epoll fd (-1) ... */
     int ep_src;            /* ... whose number in the process's table is this */
-    int64_t ep_verified;   /* selectwait's known_at_ns when imported */
+    lw_wakewatch ww;       /* waits on ep_fd for idle sleeps where it can */
+    int ww_state;          /* 0: not tried, 1: open, -1: not available here */
+    _Atomic int ww_allowed; /* lw_loop_set_wakewatch */
     /* Idle sleeps (sampler_main): the epoll fd the loop was last proved
      * asleep in (the process's number; -1: not proved this pass) and that
      * wait's timeout; a lower bound of when that wait began
@@ -145,6 +149,8 @@ lw_loop *lw_loop_new(int64_t resolution_ns, int64_t stall_threshold_ns, lw_hdr *
         return NULL;
     m->resolution_ns = resolution_ns;
     m->threshold_ns = stall_threshold_ns;
+    m->idle_check_ns = 2 * resolution_ns < stall_threshold_ns ? 2 * resolution_ns
+                                                               : stall_threshold_ns;
     m->lag[0] = lag_a;
     m->lag[1] = lag_b;
     m->credit_heartbeat = -1;
@@ -158,7 +164,9 @@ lw_loop *lw_loop_new(int64_t resolution_ns, int64_t stall_threshold_ns, lw_hdr *
     atomic_init(&m->table_own, -1);
     m->s_ping_fd = m->s_wake_fd = -1;
     m->ep_fd = m->ep_src = -1;
-    m->ep_verified = 0;
+    lw_wakewatch_init(&m->ww);
+    m->ww_state = 0;
+    atomic_init(&m->ww_allowed, 1);
     m->wait_cpu = -1;
     m->sleep_ok = 1;
     m->proof_at = 0;
@@ -309,25 +317,34 @@ static int64_t loop_cpu(lw_loop *m)
     return lw_threadcpu_read_ns(&m->loop_thread, &cpu) == 0 ? cpu : -1;
 }
 
-/* The sampler's fd for the loop's epoll fd `epfd` (lw_fdtable_import),
- * taken again whenever selectwait has verified that fd again (so an epoll
- * fd number closed and reused is followed within a verification). -1:
- * none. mutex held. */
-static int epoll_import(lw_loop *m, int epfd)
+/* The wake watch is armed on the old epoll file: start it over. */
+static void watch_reset(lw_loop *m)
 {
-    if (m->ep_fd >= 0 && m->ep_src == epfd && m->ep_verified == m->selectwait.known_at_ns)
-        return m->ep_fd;
-    lw_fdtable_drop(&m->fdt, m->ep_fd);
-    m->ep_fd = lw_fdtable_import(&m->fdt, epfd);
-    m->ep_src = m->ep_fd >= 0 ? epfd : -1;
-    m->ep_verified = m->selectwait.known_at_ns;
-    return m->ep_fd;
+    if (m->ww_state == 1) {
+        lw_wakewatch_close(&m->ww);
+        m->ww_state = 0;
+    }
 }
 
 static void epoll_drop(lw_loop *m)
 {
+    watch_reset(m);
     lw_fdtable_drop(&m->fdt, m->ep_fd);
     m->ep_fd = m->ep_src = -1;
+}
+
+/* The sampler's fd for the loop's epoll fd `epfd` (lw_fdtable_import),
+ * kept while the loop runs: a loop keeps its epoll set for its life, and
+ * its close (or a stop) stops or pauses the monitor, which drops it. -1:
+ * none. mutex held. */
+static int epoll_import(lw_loop *m, int epfd)
+{
+    if (m->ep_fd >= 0 && m->ep_src == epfd)
+        return m->ep_fd;
+    epoll_drop(m);
+    m->ep_fd = lw_fdtable_import(&m->fdt, epfd);
+    m->ep_src = m->ep_fd >= 0 ? epfd : -1;
+    return m->ep_fd;
 }
 
 /* After a pass, in ping mode: ping the loop if it answered the last ping,
@@ -424,69 +441,118 @@ static int64_t sample(lw_loop *m, int64_t tick, int64_t now, int64_t *prev_heart
 }
 
 /* The loop was proved asleep in its selector (epoll fd idle_epfd) by the
- * pass at `now`: sleep until it can wake, not every resolution. It wakes
- * when a fd it watches is ready (the epoll fd polls readable: the sampler
- * wakes with it), or at its wait's timeout, which began no earlier than
- * not_waiting_at. Slept at most the stall threshold, for the wake-ups
- * that neither shows: a signal handled in the loop thread (its EINTR), and
- * a fd wake-up whose event the loop took before the sampler's poll() looked
- * (poll() re-checks readiness after waking, and sleeps on if there is none).
- * On waking, a loop still asleep (or just woken by its fds) was idle all
- * along: the heartbeat is now and the ticks slept through are zero lag
- * (sample() fills them in). A loop found gone from the wait is measured
- * from the latest time it can have left it (the last branch), unless it
- * beat meanwhile (it answered, or stopped and ran again: that beat is
- * real). Returns 1 if it slept. mutex held (released while asleep). */
+ * pass at `now`: instead of a pass every resolution, sleep until it can
+ * wake: on the loop's epoll fd (signalled when a fd the loop watches is
+ * ready, which wakes the loop too), the wake fd (stop, suspend), and until
+ * one resolution before the loop's own wait can time out (it began no
+ * earlier than not_waiting_at): from there the passes every resolution
+ * see it leave. Two ways to wait on the epoll fd:
+ *  - watched (lw_wakewatch.h, io_uring): every signal of the epoll fd wakes
+ *    the sampler, even when the loop takes the event first; the sleep is
+ *    capped by the stall threshold, for the one wake-up of the loop it does
+ *    not show: a signal (EINTR).
+ *  - polled (no io_uring here): poll() re-checks readiness after being
+ *    woken and sleeps on if the loop took the event first (on a VM the
+ *    loop wins that race every time: measured), so the sleep is capped by
+ *    2 x resolution (idle_check_ns).
+ * On waking:
+ *  - the loop thread's CPU time has not moved: it never left that wait, it
+ *    was idle all along (one clock read: the cheap, usual case);
+ *  - the epoll fd was signalled: the loop is waking now, idle until now;
+ *  - it is in its wait again (it woke and went back): idle until now;
+ *  - otherwise it left the wait unseen (a signal; polled: a fd wake-up).
+ *    When it left is unknown: its last heartbeat, the last look that found
+ *    it waiting, stands, as a timer's heartbeat would have. So a stall is
+ *    never missed and is reported within threshold + 2 x resolution
+ *    (polled; watched, after a signal: within the threshold cap); its
+ *    length is over by at most the cap minus one resolution (the timer
+ *    design's heartbeat, up to one resolution old, made it short by one).
+ * In every case but the last the heartbeat is now and the ticks slept
+ * through are zero lag (sample() fills them in). Returns 1 if it slept.
+ * mutex held (released while asleep). */
 static int idle_sleep(lw_loop *m, int64_t now, int64_t next_tick, int64_t *prev_heartbeat)
 {
     struct pollfd fds[2];
-    int64_t until = now + m->threshold_ns, left_ns, heartbeat0;
-    int epfd = m->idle_epfd, ready, woke_by_fds, still, epfd_now = -1, to_timeout = 0;
-    int pollfd;
-    int64_t timeout_ms = m->idle_timeout_ms, t2, cpu0, cpu1;
+    int64_t until, left_ns;
+    int epfd = m->idle_epfd, ready, woke_by_fds, woke_other, still, epfd_now = -1, same_wait;
+    int pollfd, watched, allowed;
+    int64_t timeout_ms = m->idle_timeout_ms, t2 = -2, cpu0, cpu1;
     lw_ping wake;
 
     if (epfd < 0 || m->s_wake_fd < 0 || timeout_ms == -2 || !m->sleep_ok)
         return 0;
-    if (timeout_ms >= 0 && m->not_waiting_at + timeout_ms * 1000000 < until) {
-        until = m->not_waiting_at + timeout_ms * 1000000;
-        to_timeout = 1;
-    }
-    if (until <= next_tick + m->resolution_ns)
-        return 0; /* not worth it: the next pass is as soon */
-    pollfd = epoll_import(m, epfd);
+    cpu0 = m->wait_cpu;
+    if (cpu0 < 0)
+        return 0; /* no CPU clock to tell a wait that went on */
+    pollfd = epoll_import(m, epfd); /* first: a new import resets the watch */
     if (pollfd < 0)
         return 0;
+    allowed = atomic_load_explicit(&m->ww_allowed, memory_order_relaxed);
+    if (!allowed)
+        watch_reset(m);
+    else if (m->ww_state == 0) /* -1: not available here, not tried again */
+        m->ww_state = lw_wakewatch_open(&m->ww) == 0 ? 1 : -1;
+    /* Watched (io_uring): every wake-up of the loop wakes the sampler, so
+     * it sleeps up to the threshold, for a signal. Polled: 2 x resolution. */
+    watched = allowed && m->ww_state == 1;
+    until = now + (watched ? m->threshold_ns : m->idle_check_ns);
+    /* A resolution before the wait can time out at the earliest: the passes
+     * every resolution see the loop leave it, as they would a busy loop. */
+    if (timeout_ms >= 0 && m->not_waiting_at + timeout_ms * 1000000 - m->resolution_ns < until)
+        until = m->not_waiting_at + timeout_ms * 1000000 - m->resolution_ns;
+    if (until <= next_tick)
+        return 0; /* not worth it: the next pass is as soon */
     left_ns = until - now;
-    fds[0].fd = pollfd;
-    fds[0].events = POLLIN;
-    fds[1].fd = m->s_wake_fd;
-    fds[1].events = POLLIN;
-    fds[0].revents = fds[1].revents = 0;
-    cpu0 = m->wait_cpu >= 0 ? m->wait_cpu : loop_cpu(m);
-    heartbeat0 = atomic_load(&m->heartbeat_ns);
-    pthread_mutex_unlock(&m->mutex);
-    ready = poll(fds, 2, (int)((left_ns + 999999) / 1000000));
-    pthread_mutex_lock(&m->mutex);
+    if (watched) {
+        int got;
+        lw_wakewatch_flush(&m->ww); /* wake-ups from before the proof */
+        pthread_mutex_unlock(&m->mutex);
+        got = lw_wakewatch_wait(&m->ww, pollfd, m->s_wake_fd, (int)((left_ns + 999999) / 1000000));
+        pthread_mutex_lock(&m->mutex);
+        if (got < 0) {
+            m->ww_state = -1; /* it failed: poll from now on */
+            got = 0;
+        }
+        woke_by_fds = (got & LW_WAKEWATCH_FD) != 0;
+        woke_other = (got & LW_WAKEWATCH_OTHER) != 0;
+    } else {
+        fds[0].fd = pollfd;
+        fds[0].events = POLLIN;
+        fds[1].fd = m->s_wake_fd;
+        fds[1].events = POLLIN;
+        fds[0].revents = fds[1].revents = 0;
+        pthread_mutex_unlock(&m->mutex);
+        ready = poll(fds, 2, (int)((left_ns + 999999) / 1000000));
+        pthread_mutex_lock(&m->mutex);
+        woke_by_fds = ready > 0 && (fds[0].revents & POLLIN);
+        woke_other = ready > 0 && fds[1].revents;
+    }
     atomic_fetch_add_explicit(&m->idle_sleeps, 1, memory_order_relaxed);
-    if (fds[1].revents) {
+    if (woke_other) {
         wake.read_fd = wake.write_fd = m->s_wake_fd;
         (void)lw_ping_drain(&wake);
     }
     if (m->stopping)
         return 1;
     now = lw_loop_now_ns();
-    woke_by_fds = ready > 0 && (fds[0].revents & POLLIN);
-    lw_selectwait_set(&m->selectwait, m->sw_tid, m->sw_fd);
-    still = lw_selectwait_check(&m->selectwait, now, &epfd_now, &t2) && epfd_now == epfd;
     cpu1 = loop_cpu(m);
-    note_wait(m, now, still, cpu1);
+    same_wait = cpu1 >= 0 && cpu1 == cpu0;
+    if (same_wait && !woke_by_fds) {
+        still = 1; /* never left the wait: no /proc read needed */
+        epfd_now = epfd;
+        t2 = timeout_ms;
+        m->last_look_ns = now;
+    } else {
+        lw_selectwait_set(&m->selectwait, m->sw_tid, m->sw_fd);
+        still = lw_selectwait_check(&m->selectwait, now, &epfd_now, &t2) && epfd_now == epfd;
+        note_wait(m, now, still, cpu1);
+    }
     if (still && !woke_by_fds) {
-        m->proof_at = now;
+        m->proof_at = now; /* stands for the pass that follows */
         m->proof_epfd = epfd_now;
         m->proof_timeout_ms = t2;
     }
-    if (woke_by_fds && still && cpu1 == cpu0)
+    if (woke_by_fds && still && same_wait)
         m->sleep_ok = 0; /* until the loop takes that event: else poll() returns at once */
     if (woke_by_fds || still) {
         raise_heartbeat(m, now);
@@ -495,25 +561,6 @@ static int idle_sleep(lw_loop *m, int64_t now, int64_t next_tick, int64_t *prev_
             atomic_fetch_add_explicit(&m->idle_answers,
                                       (now - next_tick) / m->resolution_ns + 1,
                                       memory_order_relaxed);
-    } else if (atomic_load(&m->heartbeat_ns) == heartbeat0 && !atomic_load(&m->paused)) {
-        /* It left the wait while we slept, and we missed it. When it left is
-         * unknown; the latest it can have left is now minus the CPU it has
-         * run since (exact for a loop busy in a callback, `now` for one
-         * blocked off-CPU), and not before its wait's timeout. Measuring
-         * from there never reports lag that was not there (a short callback
-         * is not a stall); a block that began off-CPU during the sleep is
-         * reported up to one sleep short. A heartbeat the loop itself set
-         * meanwhile (an answer, a stop and a new run) is never moved: it
-         * says when the loop was last responsive. */
-        int64_t left = now;
-        if (cpu0 >= 0 && cpu1 >= cpu0)
-            left = now - (cpu1 - cpu0);
-        if (to_timeout && left < until)
-            left = until;
-        if (left > *prev_heartbeat) {
-            raise_heartbeat(m, left);
-            *prev_heartbeat = left;
-        }
     }
     return 1;
 }
@@ -568,6 +615,8 @@ static void *sampler_main(void *arg)
      * thread's exit to close made it linger in the kernel, after
      * pthread_join returned, for up to milliseconds (measured). */
     epoll_drop(m);
+    lw_wakewatch_close(&m->ww);
+    m->ww_state = 0;
     lw_selectwait_close(&m->selectwait);
     lw_fdtable_drop(&m->fdt, m->s_ping_fd);
     if (m->s_wake_fd != m->s_ping_fd)
@@ -764,6 +813,21 @@ void lw_loop_set_spare_idle(lw_loop *m, int on)
     atomic_store(&m->spare_idle, on ? 1 : 0);
 }
 
+void lw_loop_set_wakewatch(lw_loop *m, int on)
+{
+    atomic_store(&m->ww_allowed, on ? 1 : 0);
+}
+
+int lw_loop_wakewatch_state(const lw_loop *m)
+{
+    lw_loop *mm = (lw_loop *)m;
+    int state;
+    pthread_mutex_lock(&mm->mutex);
+    state = atomic_load(&mm->ww_allowed) ? mm->ww_state : -1;
+    pthread_mutex_unlock(&mm->mutex);
+    return state;
+}
+
 int lw_loop_sampler_table(const lw_loop *m)
 {
     return atomic_load(&((lw_loop *)m)->table_own);
@@ -910,6 +974,8 @@ void lw_loop_after_fork_child(lw_loop *m)
     if (was_running && atomic_load(&m->table_own) == 0)
         lw_selectwait_close(&m->selectwait);
     lw_selectwait_init(&m->selectwait);
+    lw_wakewatch_forget(&m->ww, was_running && atomic_load(&m->table_own) == 0);
+    m->ww_state = 0;
     lw_fdtable_init(&m->fdt);
     atomic_store(&m->table_own, -1);
     m->ep_fd = m->ep_src = -1;

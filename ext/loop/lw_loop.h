@@ -183,6 +183,13 @@ int64_t lw_loop_take_idle_answers(lw_loop *m);
  * idle loop). On by default. */
 int lw_loop_sampler_table(const lw_loop *m);
 void lw_loop_set_spare_idle(lw_loop *m, int on);
+/* Idle sleeps wait on the loop's epoll fd through lw_wakewatch (io_uring)
+ * where the system allows it, else in poll() for at most 2 x resolution
+ * (see lw_loop.c, idle_sleep). lw_loop_set_wakewatch(m, 0): poll even
+ * where io_uring works (tests of that path). lw_loop_wakewatch_state: 1
+ * the sampler waits through io_uring, -1 it polls, 0 not decided yet. */
+void lw_loop_set_wakewatch(lw_loop *m, int on);
+int lw_loop_wakewatch_state(const lw_loop *m);
 
 /* In a forked child: the sampler thread does not exist there. Forget it
  * without joining and leave the sampler cleanly stopped (restartable). */

@@ -67,6 +67,8 @@ cdef extern from "lw_loop.h" nogil:
     void lw_loop_ping_counts(const lw_loop *m, int64_t *sent, int64_t *skipped, int64_t *sleeps)
     int lw_loop_sampler_table(const lw_loop *m)
     void lw_loop_set_spare_idle(lw_loop *m, int on)
+    void lw_loop_set_wakewatch(lw_loop *m, int on)
+    int lw_loop_wakewatch_state(const lw_loop *m)
     ctypedef struct lw_loop_live:
         int running
         int paused
@@ -272,6 +274,18 @@ cdef class _NativeCore:
         in its selector (benchmarks measure what a ping costs an idle
         loop)."""
         lw_loop_set_spare_idle(self._m, on)
+
+    def set_wake_watch(self, bint on):
+        """Off: idle sleeps poll the loop's epoll fd (at most 2 x
+        resolution) even where io_uring could watch it (tests of the path
+        macOS and io_uring-less systems take)."""
+        lw_loop_set_wakewatch(self._m, on)
+
+    def wake_watch(self):
+        """How idle sleeps wait: "io_uring", "poll", or None (no idle
+        sleep yet)."""
+        cdef int state = lw_loop_wakewatch_state(self._m)
+        return "io_uring" if state == 1 else "poll" if state == -1 else None
 
 
 cdef class _NativePing:
