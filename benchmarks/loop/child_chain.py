@@ -5,7 +5,8 @@ anything a monitor adds per iteration), in a fresh process.
     python child_chain.py KIND VARIANT N SCALE
     KIND: asyncio | uvloop
     VARIANT: single (unwatched, nothing else), realistic (unwatched, one
-        unrelated timer and one idle thread), watched-10ms / watched-1ms
+        unrelated timer, one idle thread, loopwatch imported), plain
+        (realistic without the import), watched-10ms / watched-1ms
         (realistic + the native monitor; resolution and threshold times
         SCALE, valgrind's slowdown)
 
@@ -50,7 +51,7 @@ def main() -> None:
     kind, variant, n, scale = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     loop = lw_bench.new_loop(kind)
     if variant != "single":
-        lw_bench.realistic(loop)
+        lw_bench.realistic(loop, import_loopwatch=variant != "plain")
     monitor = None
     if variant.startswith("watched-"):
         resolution = float(variant.split("-")[1][:-2]) / 1000

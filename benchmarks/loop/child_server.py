@@ -4,10 +4,11 @@ process, its loop in the main thread.
     python child_server.py SERVER VARIANT SCALE
     SERVER: aiohttp (aiohttp.web on asyncio) | uvicorn (uvicorn with its
         h11 protocol on uvloop, a raw ASGI app)
-    VARIANT: single | realistic | watched-10ms | watched-1ms (as in
-        child_chain.py: realistic = one unrelated timer and one idle
-        thread; watched = realistic + the native monitor, its resolution
-        and threshold times SCALE)
+    VARIANT: single | realistic | plain | watched-10ms | watched-1ms (as in
+        child_chain.py: realistic = one unrelated timer, one idle thread,
+        loopwatch imported; plain = the same without the import; watched
+        = realistic + the native monitor, its resolution and threshold
+        times SCALE)
 
 Prints "port N" once it accepts connections. GET / answers "ok"; GET
 /__start and /__stop open and close the measured window
@@ -109,7 +110,7 @@ def main() -> None:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     if variant != "single":
-        lw_bench.realistic(loop)
+        lw_bench.realistic(loop, import_loopwatch=variant != "plain")
     if variant.startswith("watched-"):
         resolution = float(variant.split("-")[1][:-2]) / 1000
         lw_bench.start_monitor(loop, resolution, scale)  # starts with the loop's first run

@@ -14,7 +14,9 @@ the same run: the realistic baseline's requests under callgrind against
 the same requests served natively.
 
 Baselines of the same run: realistic (one unrelated timer, one idle
-thread) and single (unwatched, single-threaded). Rounds alternate the
+thread, loopwatch imported but not started: the import alone moves a
+server's count by up to 0.9 %, see lw_bench.realistic), plain (the same
+without the import) and single (unwatched, single-threaded). Rounds alternate the
 variants; each ratio is the median over rounds.
 
     python benchmarks/loop/http_callgrind.py [--requests 2000] [--rounds 2]
@@ -96,8 +98,8 @@ def request_costs(server: str, requests: int, rounds: int, lib: str) -> dict[str
     per_req: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {}
     for r in range(rounds):
-        order = ["realistic", "single", *WATCHED] if r % 2 == 0 else \
-            ["realistic", *reversed(WATCHED), "single"]
+        order = ["realistic", "single", "plain", *WATCHED] if r % 2 == 0 else \
+            ["realistic", *reversed(WATCHED), "plain", "single"]
         counts: dict[str, float] = {}
         for variant in order:
             count, elapsed = serve(server, variant, scale or 1.0, requests, lib)
@@ -112,6 +114,7 @@ def request_costs(server: str, requests: int, rounds: int, lib: str) -> dict[str
                 counts[variant] / counts["realistic"])
             ratios.setdefault(f"{variant}/single", []).append(counts[variant] / counts["single"])
         ratios.setdefault("realistic/single", []).append(counts["realistic"] / counts["single"])
+        ratios.setdefault("realistic/plain", []).append(counts["realistic"] / counts["plain"])
     return {"per_request": {v: lw_bench.median(x) for v, x in per_req.items()},
             "ratio": {k: lw_bench.median(x) for k, x in ratios.items()},
             "ratios": ratios, "scale": scale, "requests": requests, "rounds": rounds,
@@ -129,8 +132,9 @@ def main() -> None:
         for server in SERVERS:
             r = request_costs(server, args.requests, args.rounds, lib)
             pr, ratio = r["per_request"], r["ratio"]
-            print(f"{server}: single {pr['single']:.0f}, realistic {pr['realistic']:.0f} "
-                  f"({ratio['realistic/single']:.4f}x single); {r['native_rps']:.0f} requests/s "
+            print(f"{server}: single {pr['single']:.0f}, plain {pr['plain']:.0f}, realistic "
+                  f"{pr['realistic']:.0f} ({ratio['realistic/single']:.4f}x single, "
+                  f"{ratio['realistic/plain']:.4f}x plain); {r['native_rps']:.0f} requests/s "
                   f"natively; valgrind slowdown {r['scale']:.0f}x")
             for variant in WATCHED:
                 print(f"  {variant:<13} {pr[variant]:.0f}/request: "

@@ -15,7 +15,9 @@ Baselines, measured in the same run: *realistic*, the same process
 unwatched with one unrelated timer scheduled and one idle thread (what a
 service has anyway: asyncio checks the heap top every iteration, and any
 second thread puts fd system calls on the kernel's shared-table path, which
-callgrind does not see), and *single*, unwatched and single-threaded.
+callgrind does not see) and loopwatch imported but not started (the
+import alone moves counts: lw_bench.realistic); *plain*, the same without
+the import; and *single*, unwatched and single-threaded.
 Rounds alternate the variants; each ratio is the median over rounds.
 
     python benchmarks/loop/loop_callgrind.py [--n 50000] [--rounds 2]
@@ -52,9 +54,9 @@ def chain_costs(kind: str, n: int, rounds: int, lib: str) -> dict[str, object]:
     pings: dict[str, list[float]] = {}
     for r in range(rounds):
         counts: dict[str, float] = {}
-        order = ["realistic", "single", *WATCHED]
+        order = ["realistic", "single", "plain", *WATCHED]
         if r % 2:
-            order = ["realistic", *reversed(WATCHED), "single"]
+            order = ["realistic", *reversed(WATCHED), "plain", "single"]
         for variant in order:
             threads, out = lw_bench.run_callgrind(
                 lib, [CHILD, kind, variant, str(n), str(scale or 1.0)])
@@ -70,6 +72,7 @@ def chain_costs(kind: str, n: int, rounds: int, lib: str) -> dict[str, object]:
                 counts[variant] / counts["realistic"])
             ratios.setdefault(f"{variant}/single", []).append(counts[variant] / counts["single"])
         ratios.setdefault("realistic/single", []).append(counts["realistic"] / counts["single"])
+        ratios.setdefault("realistic/plain", []).append(counts["realistic"] / counts["plain"])
     return {
         "per_callback": {v: lw_bench.median(x) for v, x in per_cb.items()},
         "ratio": {k: lw_bench.median(x) for k, x in ratios.items()},
@@ -83,13 +86,16 @@ def chain_costs(kind: str, n: int, rounds: int, lib: str) -> dict[str, object]:
 
 
 def ping_answer_cost(result: dict[str, object]) -> float | None:
-    """Loop-thread instructions one answered ping adds, from the 1 ms run
-    (the most pings): (watched - realistic) x n / pings."""
-    pings = result["pings"].get("watched-1ms", 0)  # type: ignore[union-attr]
-    if not pings:
+    """Loop-thread instructions one answered ping adds: the 1 ms run against
+    the 10 ms run, both watched (the same code loaded: a process's layout
+    alone moves the count by tenths of a percent, far more than the pings),
+    over the difference in pings."""
+    pings = result["pings"]
+    extra = pings.get("watched-1ms", 0) - pings.get("watched-10ms", 0)  # type: ignore[union-attr]
+    if extra <= 0:
         return None
     pc = result["per_callback"]
-    return (pc["watched-1ms"] - pc["realistic"]) * result["n"] / pings  # type: ignore[index,operator]
+    return (pc["watched-1ms"] - pc["watched-10ms"]) * result["n"] / extra  # type: ignore[index,operator]
 
 
 def main() -> None:
@@ -104,8 +110,9 @@ def main() -> None:
             r = chain_costs(kind, args.n, args.rounds, lib)
             pc, ratio = r["per_callback"], r["ratio"]
             answer = ping_answer_cost(r)
-            print(f"{kind}: single {pc['single']:.0f}, realistic {pc['realistic']:.0f} "
-                  f"({ratio['realistic/single']:.4f}x single); valgrind slowdown "
+            print(f"{kind}: single {pc['single']:.0f}, plain {pc['plain']:.0f}, realistic "
+                  f"{pc['realistic']:.0f} ({ratio['realistic/single']:.4f}x single, "
+                  f"{ratio['realistic/plain']:.4f}x plain); valgrind slowdown "
                   f"{r['scale']:.0f}x (resolutions scaled by it)")
             for variant in WATCHED:
                 print(f"  {variant:<13} {pc[variant]:.0f}/callback: "
