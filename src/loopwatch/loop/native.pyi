@@ -13,6 +13,7 @@ class _NativeCore:
 
     thread_cpu_supported: bool
     last_gil_wait_ns: int  # after the last wait_event: time spent waiting for the GIL
+    last_wake_cpu_ns: int  # the loop thread's CPU time when that wait began; -1: unknown
     sampler_needs_gil: bool
     def __init__(self, resolution_ns: int, threshold_ns: int, lag_a: Histogram,
                  lag_b: Histogram) -> None: ...

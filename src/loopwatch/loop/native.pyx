@@ -95,6 +95,7 @@ cdef class _NativeCore:
     cdef Histogram _lag_b
     cdef lw_threadcpu _cpu
     cdef public int64_t last_gil_wait_ns
+    cdef public int64_t last_wake_cpu_ns
 
     thread_cpu_supported = True
     #: The sampler samples without the GIL: its own lateness means the
@@ -106,6 +107,7 @@ cdef class _NativeCore:
         self._lag_a = lag_a
         self._lag_b = lag_b
         self._cpu.valid = 0
+        self.last_wake_cpu_ns = -1
         self._m = lw_loop_new(resolution_ns, threshold_ns, lag_a._h, lag_b._h)
         if self._m is NULL:
             if resolution_ns <= 0 or threshold_ns < resolution_ns or lag_a is lag_b:
@@ -187,14 +189,20 @@ cdef class _NativeCore:
         cdef lw_loop_event ev
         cdef int got
         cdef int64_t woke
+        cdef int64_t cpu_woke = -1
         cdef int64_t timeout_ns = -1 if timeout is None else <int64_t>(timeout * 1e9)
         with nogil:
             got = lw_loop_wait_event(self._m, timeout_ns, &ev)
             woke = lw_loop_now_ns()
+            if lw_threadcpu_read_ns(&self._cpu, &cpu_woke) != 0:
+                cpu_woke = -1
         # How long this thread then waited for the GIL: long when another
         # thread holds it in native code, short when only the machine's
-        # load delayed the wake-up (see LoopMonitorBase._take_stack).
+        # load delayed the wake-up (see LoopMonitorBase._take_stack); and
+        # the loop thread's CPU time when the wait began (explain_stall:
+        # how much it ran while it kept the GIL from this thread).
         self.last_gil_wait_ns = lw_loop_now_ns() - woke
+        self.last_wake_cpu_ns = cpu_woke
         if got == -2:
             return SUSPENDED
         if got < 0:
