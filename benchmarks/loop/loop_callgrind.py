@@ -1,102 +1,129 @@
-"""Repeatable overhead of watching the loop: instruction counts of the loop
-thread under callgrind, for the 10**6-style call_soon chain.
+"""What the loop monitor costs a busy loop, in instructions of the loop
+thread under callgrind: a chain of call_soon callbacks (one loop iteration
+each, the worst case for anything added per iteration).
 
-Wall-clock ratios on a shared 2-core machine drift by more than the 1-3 %
-being measured; instruction counts of the loop thread do not. Valgrind runs
-the program ~50x slower, so a monitor at 10 ms would fire 50x more often per
-callback than it really does: each watched run uses the resolution scaled by
-the measured slowdown, which keeps ticks per callback as in real time. Only
-the loop (main) thread's instructions are counted: the sampler thread runs on
-another core. Per-callback counts subtract a run with an empty chain.
+Each variant runs in a fresh process (benchmarks/loop/child_chain.py)
+under `valgrind --tool=callgrind --separate-threads=yes`, counting only the
+warm chain in the main (loop) thread (lw_bench.CallgrindWindow); the
+sampler's work is on its own thread, on another core. Valgrind runs the
+program ~50x slower, so a watched run's resolution and threshold are
+scaled by the slowdown measured in the same run (the realistic baseline's
+chain under callgrind against the same chain run natively, best of 3):
+pings per callback are as in real time.
 
-    python benchmarks/loop/loop_callgrind.py [chain length, default 50000]
+Baselines, measured in the same run: *realistic*, the same process
+unwatched with one unrelated timer scheduled and one idle thread (what a
+service has anyway: asyncio checks the heap top every iteration, and any
+second thread puts fd system calls on the kernel's shared-table path, which
+callgrind does not see) and loopwatch imported but not started (the
+import alone moves counts: lw_bench.realistic); *plain*, the same without
+the import; and *single*, unwatched and single-threaded.
+Rounds alternate the variants; each ratio is the median over rounds.
+
+    python benchmarks/loop/loop_callgrind.py [--n 50000] [--rounds 2]
 """
 
 from __future__ import annotations
 
-import glob
+import argparse
 import os
-import re
-import subprocess
 import sys
-import tempfile
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PY = os.path.realpath(sys.executable)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-CHILD = r"""
-import asyncio, sys, time
-sys.path.insert(0, {here!r})
-import bench_loop
-kind, watcher, n, scale = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-if watcher.startswith("loopwatch-"):
-    _, impl, res = watcher.split("-")
-    bench_loop.WATCHERS[watcher] = bench_loop.loopwatch_at(impl, float(res[:-2]) / 1000 * scale)
-loop = bench_loop.new_loop(kind)
-with bench_loop.WATCHERS[watcher](loop):
-    loop.run_until_complete(bench_loop.call_soon_chain(1000))
-    start = time.perf_counter()
-    if n:
-        loop.run_until_complete(bench_loop.call_soon_chain(n))
-    print("elapsed", time.perf_counter() - start)
-loop.close()
-"""
+import lw_bench  # noqa: E402
 
-VARIANTS = {
-    "asyncio": ["baseline", "loopwatch-native-10ms", "loopwatch-native-1ms",
-                "loopwatch-python-10ms", "loopwatch-python-1ms", "loopmon-10ms",
-                "aiodebug-slow-callbacks"],
-    "uvloop": ["baseline", "loopwatch-native-10ms", "loopwatch-native-1ms",
-               "loopwatch-python-10ms", "loopwatch-python-1ms", "loopmon-10ms"],
-}
+CHILD = os.path.join(lw_bench.HERE, "child_chain.py")
+WATCHED = ("watched-10ms", "watched-1ms")
 
 
-def native_elapsed(kind: str, n: int) -> float:
-    code = CHILD.format(here=HERE)
-    best = min(
-        float(re.search(r"elapsed (\S+)", subprocess.run(
-            [PY, "-c", code, kind, "baseline", str(n), "1"], capture_output=True, text=True,
-            check=True).stdout).group(1))
-        for _ in range(3))
-    return best
+def native_elapsed(kind: str, n: int, tries: int = 3) -> float:
+    """The realistic baseline's chain run natively: best of `tries`."""
+    return min(lw_bench.field(lw_bench.run_child([CHILD, kind, "realistic", str(n), "1"]),
+                              "elapsed") for _ in range(tries))
 
 
-def main_thread_instructions(kind: str, watcher: str, n: int, scale: float) -> tuple[int, float]:
-    code = CHILD.format(here=HERE)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "cg.out")
-        run = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--separate-threads=yes",
-             f"--callgrind-out-file={out}", PY, "-c", code, kind, watcher, str(n), str(scale)],
-            capture_output=True, text=True, check=True)
-        elapsed = float(re.search(r"elapsed (\S+)", run.stdout).group(1))
-        main = sorted(glob.glob(out + "*-01"))[0]
-        with open(main) as f:
-            text = f.read()
-        total = int(re.search(r"^summary:\s*(\d+)", text, re.M).group(1))
-        return total, elapsed
+def chain_costs(kind: str, n: int, rounds: int, lib: str) -> dict[str, object]:
+    """Loop-thread instructions per callback for each variant (median over
+    rounds), the ratios of the watched ones to both baselines, and the
+    slowdown used to scale the resolutions."""
+    real = native_elapsed(kind, n)
+    per_cb: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {}
+    scale = None
+    pings: dict[str, list[float]] = {}
+    for r in range(rounds):
+        counts: dict[str, float] = {}
+        order = ["realistic", "single", "plain", *WATCHED]
+        if r % 2:
+            order = ["realistic", *reversed(WATCHED), "plain", "single"]
+        for variant in order:
+            threads, out = lw_bench.run_callgrind(
+                lib, [CHILD, kind, variant, str(n), str(scale or 1.0)])
+            if variant == "realistic" and scale is None:
+                scale = lw_bench.field(out, "elapsed") / real
+            counts[variant] = threads[1] / n
+            if variant in WATCHED:
+                pings.setdefault(variant, []).append(lw_bench.field(out, "pings"))
+        for variant, value in counts.items():
+            per_cb.setdefault(variant, []).append(value)
+        for variant in WATCHED:
+            ratios.setdefault(f"{variant}/realistic", []).append(
+                counts[variant] / counts["realistic"])
+            ratios.setdefault(f"{variant}/single", []).append(counts[variant] / counts["single"])
+        ratios.setdefault("realistic/single", []).append(counts["realistic"] / counts["single"])
+        ratios.setdefault("realistic/plain", []).append(counts["realistic"] / counts["plain"])
+    return {
+        "per_callback": {v: lw_bench.median(x) for v, x in per_cb.items()},
+        "ratio": {k: lw_bench.median(x) for k, x in ratios.items()},
+        "ratios": ratios,
+        "pings": {v: lw_bench.median(x) for v, x in pings.items()},
+        "scale": scale,
+        "native_s": real,
+        "n": n,
+        "rounds": rounds,
+    }
+
+
+def ping_answer_cost(result: dict[str, object]) -> float | None:
+    """Loop-thread instructions one answered ping adds: the 1 ms run against
+    the 10 ms run, both watched (the same code loaded: a process's layout
+    alone moves the count by tenths of a percent, far more than the pings),
+    over the difference in pings."""
+    pings = result["pings"]
+    extra = pings.get("watched-1ms", 0) - pings.get("watched-10ms", 0)  # type: ignore[union-attr]
+    if extra <= 0:
+        return None
+    pc = result["per_callback"]
+    return (pc["watched-1ms"] - pc["watched-10ms"]) * result["n"] / extra  # type: ignore[index,operator]
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
-    print(f"call_soon chain of {n}: loop-thread instructions per callback (callgrind)")
-    print(f"{'loop':<8} {'watcher':<26} {'instr/cb':>9} {'ratio':>7}")
-    for kind, watchers in VARIANTS.items():
-        real = native_elapsed(kind, n)
-        _, under = main_thread_instructions(kind, "baseline", n, 1.0)
-        scale = under / real
-        base = None
-        for watcher in watchers:
-            full, _ = main_thread_instructions(kind, watcher, n, scale)
-            empty, _ = main_thread_instructions(kind, watcher, 0, scale)
-            per_cb = (full - empty) / n
-            base = base or per_cb
-            print(f"{kind:<8} {watcher:<26} {per_cb:>9.0f} {per_cb / base:>7.3f}", flush=True)
-        print(f"{kind:<8} (valgrind slowdown {scale:.0f}x, resolutions scaled by it)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    print(f"call_soon chain of {args.n}: loop-thread instructions per callback (callgrind), "
+          f"median of {args.rounds} rounds of fresh processes")
+    with lw_bench.callgrind_lib() as lib:
+        for kind in ("asyncio", "uvloop"):
+            r = chain_costs(kind, args.n, args.rounds, lib)
+            pc, ratio = r["per_callback"], r["ratio"]
+            answer = ping_answer_cost(r)
+            print(f"{kind}: single {pc['single']:.0f}, plain {pc['plain']:.0f}, realistic "
+                  f"{pc['realistic']:.0f} ({ratio['realistic/single']:.4f}x single, "
+                  f"{ratio['realistic/plain']:.4f}x plain); valgrind slowdown "
+                  f"{r['scale']:.0f}x (resolutions scaled by it)")
+            for variant in WATCHED:
+                print(f"  {variant:<13} {pc[variant]:.0f}/callback: "
+                      f"{ratio[variant + '/realistic']:.4f}x realistic, "
+                      f"{ratio[variant + '/single']:.4f}x single "
+                      f"({r['pings'][variant]:.0f} pings in the chain)", flush=True)
+            if answer is not None:
+                print(f"  one ping answered by the busy loop: {answer:.0f} instructions "
+                      "(the reader callback; the delay sample in it is one subtraction and "
+                      "one histogram record)")
 
 
 if __name__ == "__main__":
-    t0 = time.time()
     main()
-    print(f"({time.time() - t0:.0f} s)")

@@ -154,7 +154,8 @@ typedef int64_t (*lw_loop_stalled_fn)(const lw_loop *m, int64_t now_ns);
  * (lw_selectwait.h) counts as having answered and is not pinged.
  *
  * lw_loop_ping_fd: the fd the loop must watch for reading, opened on first
- * call and kept until lw_loop_free; -errno if none could be opened.
+ * call (or by lw_loop_start) and kept until lw_loop_free; -errno if none
+ * could be opened.
  * lw_loop_set_ping: ping mode on or off (off: lw_loop_heartbeat beats).
  * lw_loop_ping_answer (loop thread): drain the ping, beat at now_ns; the
  * ping's age (how long the loop took to answer, ns), or -1 if none pending.
@@ -178,6 +179,28 @@ void lw_loop_ping_counts(const lw_loop *m, int64_t *sent, int64_t *skipped, int6
  * idle (one per tick): delay samples of 0, which the loop's side records
  * (it owns the delay histograms). */
 int64_t lw_loop_take_idle_answers(lw_loop *m);
+
+/* The sampler's fd table (lw_fdtable.h): each sampler thread, when it
+ * starts (lw_loop_start, lw_loop_resume_thread), leaves the process's fd
+ * table where the platform allows, keeping only the ping's write end and
+ * its wake fd (so lw_loop_start opens the ping before the thread; a ping
+ * first asked for while a sampler runs is refused, EBUSY); it takes the
+ * loop's epoll fd for idle sleeps from the process's table when it needs
+ * it, and closes everything it opened before it ends. lw_loop_sampler_table:
+ * 1 the running sampler has a table of its own, 0 it shares the process's,
+ * -1 no sampler runs (or it has not decided yet).
+ * lw_loop_set_spare_idle(m, 0): never prove the loop idle, ping it every
+ * resolution even asleep in its selector (benchmarks: what a ping costs an
+ * idle loop). On by default. */
+int lw_loop_sampler_table(const lw_loop *m);
+void lw_loop_set_spare_idle(lw_loop *m, int on);
+/* Idle sleeps wait on the loop's epoll fd through lw_wakewatch (io_uring)
+ * where the system allows it, else in poll() for at most 2 x resolution
+ * (see lw_loop.c, idle_sleep). lw_loop_set_wakewatch(m, 0): poll even
+ * where io_uring works (tests of that path). lw_loop_wakewatch_state: 1
+ * the sampler waits through io_uring, -1 it polls, 0 not decided yet. */
+void lw_loop_set_wakewatch(lw_loop *m, int on);
+int lw_loop_wakewatch_state(const lw_loop *m);
 
 /* In a forked child: the sampler thread does not exist there. Forget it
  * without joining and leave the sampler cleanly stopped (restartable). */

@@ -7,8 +7,8 @@
  * thread's current system call (/proc/self/task/<tid>/syscall: number and
  * arguments of a sleeping thread, "running" for one on a CPU) must be an
  * epoll wait, and its epoll fd must list the ping's fd
- * (/proc/self/fdinfo/<epfd>, "tfd:" lines; re-read once a second and
- * whenever the epoll fd changes). A loop blocked in time.sleep(), a lock,
+ * (/proc/self/task/<tid>/fdinfo/<epfd>, "tfd:" lines: that thread's fd
+ * table; re-read once a second and whenever the epoll fd changes). A loop blocked in time.sleep(), a lock,
  * a blocking socket, or in another epoll set is not in its selector.
  *   lw_selectwait_linux.c  the /proc reads above (a kept-open fd, one pread)
  *   lw_selectwait_macos.c  cannot tell: always "not known" (the loop is pinged)
@@ -22,6 +22,8 @@
 extern "C" {
 #endif
 
+/* The fd it keeps open is the calling thread's (the loop sampler's, which
+ * may have a table of its own): set, check and close from that thread. */
 typedef struct lw_selectwait {
     int64_t tid;          /* the thread watched; 0: none */
     int watched_fd;       /* the fd its selector must watch */

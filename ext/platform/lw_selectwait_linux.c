@@ -65,13 +65,15 @@ static int epoll_wait_kind(long nr)
     return 0;
 }
 
-/* Whether /proc/self/fdinfo/<epfd> lists watched_fd as a target. */
-static int epoll_watches(int epfd, int watched_fd)
+/* Whether the thread's epoll fd epfd lists watched_fd as a target: the
+ * thread's own fdinfo (/proc/self/fdinfo is the main thread's table, and
+ * the reader, the loop sampler, may have a table of its own). */
+static int epoll_watches(int64_t tid, int epfd, int watched_fd)
 {
-    char path[64], buf[4096];
+    char path[96], buf[4096];
     int fd, found = 0;
     ssize_t n;
-    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", epfd);
+    snprintf(path, sizeof path, "/proc/self/task/%lld/fdinfo/%d", (long long)tid, epfd);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
@@ -144,7 +146,7 @@ int lw_selectwait_check(lw_selectwait *w, int64_t now_ns, int *epfd_out, int64_t
             *timeout_ms = (int64_t)(int)(unsigned int)arg;
     }
     if (epfd != w->known_epfd || now_ns - w->known_at_ns > LW_SELECTWAIT_RECHECK_NS) {
-        if (!epoll_watches((int)epfd, w->watched_fd)) {
+        if (!epoll_watches(w->tid, (int)epfd, w->watched_fd)) {
             w->known_epfd = -1;
             return 0;
         }

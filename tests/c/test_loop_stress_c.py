@@ -20,7 +20,9 @@ SOURCES = ["tests/c/lw_loop_stress.c", "ext/loop/lw_loop.c", "ext/platform/lw_lo
            "ext/platform/lw_threadcpu_macos.c", "ext/platform/lw_threadstate_linux.c",
            "ext/platform/lw_threadstate_macos.c", "ext/platform/lw_ping_linux.c",
            "ext/platform/lw_ping_macos.c", "ext/platform/lw_selectwait_linux.c",
-           "ext/platform/lw_selectwait_macos.c", "ext/hdr/lw_hdr.c", "ext/hdr/lw_hdr_codec.c"]
+           "ext/platform/lw_selectwait_macos.c", "ext/platform/lw_fdtable_linux.c",
+           "ext/platform/lw_fdtable_macos.c", "ext/platform/lw_wakewatch_linux.c",
+           "ext/platform/lw_wakewatch_macos.c", "ext/hdr/lw_hdr.c", "ext/hdr/lw_hdr_codec.c"]
 CC = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 

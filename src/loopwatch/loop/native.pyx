@@ -65,6 +65,10 @@ cdef extern from "lw_loop.h" nogil:
     void lw_loop_ping_poke(lw_loop *m)
     int64_t lw_loop_take_idle_answers(lw_loop *m)
     void lw_loop_ping_counts(const lw_loop *m, int64_t *sent, int64_t *skipped, int64_t *sleeps)
+    int lw_loop_sampler_table(const lw_loop *m)
+    void lw_loop_set_spare_idle(lw_loop *m, int on)
+    void lw_loop_set_wakewatch(lw_loop *m, int on)
+    int lw_loop_wakewatch_state(const lw_loop *m)
     ctypedef struct lw_loop_live:
         int running
         int paused
@@ -92,6 +96,7 @@ cdef class _NativeCore:
     cdef Histogram _lag_b
     cdef lw_threadcpu _cpu
     cdef public int64_t last_gil_wait_ns
+    cdef public int64_t last_wake_cpu_ns
 
     thread_cpu_supported = True
     #: The sampler samples without the GIL: its own lateness means the
@@ -103,6 +108,7 @@ cdef class _NativeCore:
         self._lag_a = lag_a
         self._lag_b = lag_b
         self._cpu.valid = 0
+        self.last_wake_cpu_ns = -1
         self._m = lw_loop_new(resolution_ns, threshold_ns, lag_a._h, lag_b._h)
         if self._m is NULL:
             if resolution_ns <= 0 or threshold_ns < resolution_ns or lag_a is lag_b:
@@ -184,14 +190,20 @@ cdef class _NativeCore:
         cdef lw_loop_event ev
         cdef int got
         cdef int64_t woke
+        cdef int64_t cpu_woke = -1
         cdef int64_t timeout_ns = -1 if timeout is None else <int64_t>(timeout * 1e9)
         with nogil:
             got = lw_loop_wait_event(self._m, timeout_ns, &ev)
             woke = lw_loop_now_ns()
+            if lw_threadcpu_read_ns(&self._cpu, &cpu_woke) != 0:
+                cpu_woke = -1
         # How long this thread then waited for the GIL: long when another
         # thread holds it in native code, short when only the machine's
-        # load delayed the wake-up (see LoopMonitorBase._take_stack).
+        # load delayed the wake-up (see LoopMonitorBase._take_stack); and
+        # the loop thread's CPU time when the wait began (explain_stall:
+        # how much it ran while it kept the GIL from this thread).
         self.last_gil_wait_ns = lw_loop_now_ns() - woke
+        self.last_wake_cpu_ns = cpu_woke
         if got == -2:
             return SUSPENDED
         if got < 0:
@@ -265,6 +277,31 @@ cdef class _NativeCore:
         cdef int64_t sent = 0, skipped = 0, sleeps = 0
         lw_loop_ping_counts(self._m, &sent, &skipped, &sleeps)
         return sent, skipped, sleeps
+
+    def sampler_table(self):
+        """The running sampler thread's fd table: "own" (it left the
+        process's table: Linux), "shared", or None (no sampler runs, or it
+        has not started yet)."""
+        cdef int t = lw_loop_sampler_table(self._m)
+        return "own" if t == 1 else "shared" if t == 0 else None
+
+    def set_spare_idle(self, bint on):
+        """Off: ping the loop every resolution even when it is proved asleep
+        in its selector (benchmarks measure what a ping costs an idle
+        loop)."""
+        lw_loop_set_spare_idle(self._m, on)
+
+    def set_wake_watch(self, bint on):
+        """Off: idle sleeps poll the loop's epoll fd (at most 2 x
+        resolution) even where io_uring could watch it (tests of the path
+        macOS and io_uring-less systems take)."""
+        lw_loop_set_wakewatch(self._m, on)
+
+    def wake_watch(self):
+        """How idle sleeps wait: "io_uring", "poll", or None (no idle
+        sleep yet)."""
+        cdef int state = lw_loop_wakewatch_state(self._m)
+        return "io_uring" if state == 1 else "poll" if state == -1 else None
 
 
 cdef class _NativePing:

@@ -148,6 +148,7 @@ class _PyCore:
         self._pings_sent = 0
         self._pings_skipped = 0
         self._idle_answers = 0  # delay samples of 0: pings a proved-idle loop was spared
+        self._spare_idle = True
         self._selectwait = _SelectWait()
         self._init_sync()
 
@@ -320,7 +321,7 @@ class _PyCore:
         assert self._ping is not None
         if self._heartbeat < self._ping_sent:
             return
-        if self._selectwait.check(now):
+        if self._spare_idle and self._selectwait.check(now):
             self._heartbeat = max(self._heartbeat, now)
             self._pings_skipped += 1
             self._idle_answers += 1
@@ -380,6 +381,24 @@ class _PyCore:
         """(pings sent, pings skipped, idle sleeps: none, the twin samples
         every resolution)."""
         return self._pings_sent, self._pings_skipped, 0
+
+    def sampler_table(self) -> str | None:
+        """The sampler thread's fd table: "shared" while it runs (a Python
+        thread never leaves the process's table), else None."""
+        return "shared" if self.running else None
+
+    def set_spare_idle(self, on: bool) -> None:
+        """Off: ping the loop every resolution even when it is proved asleep
+        in its selector."""
+        self._spare_idle = bool(on)
+
+    def set_wake_watch(self, on: bool) -> None:
+        """Nothing to set: the twin's sampler never sleeps with the loop."""
+
+    def wake_watch(self) -> str | None:
+        """None: the twin's sampler never sleeps with the loop (it needs
+        the GIL for every pass)."""
+        return None
 
     def _push(self, event: Event) -> None:
         if len(self._events) >= _QUEUE:
