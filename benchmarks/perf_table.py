@@ -21,7 +21,9 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import sys
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -130,23 +132,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json")
     parser.add_argument("--only", choices=AREAS, action="append")
     args = parser.parse_args(argv)
+    missing = [what for what, ok in (("valgrind", shutil.which("valgrind")),
+                                     ("Cython (pip install '.[bench]')",
+                                      importlib.util.find_spec("Cython"))) if not ok]
+    if missing:
+        raise SystemExit(f"perf_table: needs {', '.join(missing)}")
     rows: list[dict] = []
+    failed = []
     for area in args.only or AREAS:
         module = load_area(area)
         if module is None:
             print(f"({area}: no benchmarks/{area}/table.py)", file=sys.stderr)
             continue
         print(f"measuring {area} ...", file=sys.stderr, flush=True)
-        rows += module.measure(quick=args.quick)
+        try:
+            rows += module.measure(quick=args.quick)
+        except Exception:  # one area's failure must not cost the others' run
+            traceback.print_exc()
+            failed.append(area)
     table = markdown(rows, args.quick)
     print(table)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
-    if args.write_readme:
+    if args.write_readme and not failed:
         write_readme(table)
     missed = [r["what"] for r in rows if r.get("met") is False]
     print(f"{len(rows)} rows; targets missed: {len(missed)}", file=sys.stderr)
+    if failed:
+        raise SystemExit(f"perf_table: these areas failed (above): {', '.join(failed)}")
 
 
 if __name__ == "__main__":
