@@ -157,13 +157,21 @@ class _PyCore:
         return None
 
     def __del__(self) -> None:
+        # Every fd the core opened: the ping, and the loop thread's /proc
+        # files (schedstat, and the syscall file the idle check reads).
         ping, self._ping = getattr(self, "_ping", None), None
-        if ping is not None:
-            for fd in set(ping):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        fds = set(ping) if ping is not None else set()
+        schedstat, self._schedstat_fd = getattr(self, "_schedstat_fd", -1), -1
+        if schedstat >= 0:
+            fds.add(schedstat)
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        selectwait = getattr(self, "_selectwait", None)
+        if selectwait is not None:
+            selectwait.close()
 
     def _init_sync(self) -> None:
         self._active = 0
@@ -525,6 +533,7 @@ class _PyCore:
         # The ping is shared with the parent, whose loop watches it: left
         # open (the child's copy of the loop may list it), not used here.
         self._ping, self._ping_on, self._ping_sent = None, False, 0
+        self._selectwait.close()  # the child's copy of the parent thread's file
         self._selectwait = _SelectWait()
         fd, self._schedstat_fd, self._native_id = self._schedstat_fd, -1, None
         if fd >= 0:  # the parent's thread's
