@@ -466,7 +466,7 @@ static int64_t sample(lw_loop *m, int64_t tick, int64_t now, int64_t *prev_heart
  * see it leave. Two ways to wait on the epoll fd:
  *  - watched (lw_wakewatch.h, io_uring): every signal of the epoll fd wakes
  *    the sampler, even when the loop takes the event first; the sleep is
- *    capped by the stall threshold, for the one wake-up of the loop it does
+ *    capped by the stall threshold + a resolution, for the one wake-up of the loop it does
  *    not show: a signal (EINTR).
  *  - polled (no io_uring here): poll() re-checks readiness after being
  *    woken and sleeps on if the loop took the event first (on a VM the
@@ -481,7 +481,7 @@ static int64_t sample(lw_loop *m, int64_t tick, int64_t now, int64_t *prev_heart
  *    When it left is unknown: its last heartbeat, the last look that found
  *    it waiting, stands, as a timer's heartbeat would have. So a stall is
  *    never missed and is reported within threshold + 2 x resolution
- *    (polled; watched, after a signal: within the threshold cap); its
+ *    (polled; watched, after a signal: at the cap, when the stall is due); its
  *    length is over by at most the cap minus one resolution (the timer
  *    design's heartbeat, up to one resolution old, made it short by one).
  * In every case but the last the heartbeat is now and the ticks slept
@@ -510,9 +510,10 @@ static int idle_sleep(lw_loop *m, int64_t now, int64_t next_tick, int64_t *prev_
     else if (m->ww_state == 0) /* -1: not available here, not tried again */
         m->ww_state = lw_wakewatch_open(&m->ww) == 0 ? 1 : -1;
     /* Watched (io_uring): every wake-up of the loop wakes the sampler, so
-     * it sleeps up to the threshold, for a signal. Polled: 2 x resolution. */
+     * it sleeps until a stall could be due (threshold + resolution after
+     * the heartbeat, which is now), for a signal. Polled: 2 x resolution. */
     watched = allowed && m->ww_state == 1;
-    until = now + (watched ? m->threshold_ns : m->idle_check_ns);
+    until = now + (watched ? m->threshold_ns + m->resolution_ns : m->idle_check_ns);
     /* A resolution before the wait can time out at the earliest: the passes
      * every resolution see the loop leave it, as they would a busy loop. */
     if (timeout_ms >= 0 && m->not_waiting_at + timeout_ms * 1000000 - m->resolution_ns < until)
