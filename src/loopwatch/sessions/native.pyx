@@ -59,6 +59,7 @@ cdef extern from "Python.h":
     ctypedef struct PyThreadState:
         pass
     PyThreadState *PyThreadState_Get()
+    void PyErr_Clear()
     # Declared without an exception value: it returns -1 with the error set,
     # which the C lookup passes up as LW_SESSIONS_EQERR.
     int _rich_eq "PyObject_RichCompareBool" (PyObject *a, PyObject *b, int op)
@@ -131,10 +132,49 @@ cdef extern from *:
         }
         return full == probe_full;
     }
+
+    /* Under the table's lock, where nothing may fail half-way: keep the
+     * whole hash of a stored id that is not plain (0, or -1 with an error
+     * set: out of memory). */
+    static int lw_keep_hash(PyObject *hashes, uint32_t index, Py_hash_t full) {
+        int status;
+        PyObject *key = PyLong_FromUnsignedLong(index), *value;
+        if (!key)
+            return -1;
+        value = PyLong_FromSsize_t(full);
+        if (!value) {
+            Py_DECREF(key);
+            return -1;
+        }
+        status = PyDict_SetItem(hashes, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        return status;
+    }
+
+    /* Under the table's lock: forget a freed record's kept hash. Never
+     * fails: an entry left behind when memory runs out is harmless (read
+     * only for a stored id that is not plain, and opening one at this
+     * index overwrites it). */
+    static void lw_forget_hash(PyObject *hashes, uint32_t index) {
+        PyObject *key;
+        if (PyDict_GET_SIZE(hashes) == 0)
+            return;
+        key = PyLong_FromUnsignedLong(index);
+        if (!key) {
+            PyErr_Clear();
+            return;
+        }
+        if (PyDict_DelItem(hashes, key) < 0)
+            PyErr_Clear(); /* KeyError: a plain id's record */
+        Py_DECREF(key);
+    }
     """
     bint lw_plain_id(PyObject *o) noexcept
     int lw_same_whole_hash(PyObject *stored, PyObject *probe, uint32_t index,
                            Py_hash_t probe_full, PyObject *hashes) noexcept
+    int lw_keep_hash(PyObject *hashes, uint32_t index, Py_hash_t full) noexcept
+    void lw_forget_hash(PyObject *hashes, uint32_t index) noexcept
 
 
 ctypedef struct _Probe:
@@ -482,9 +522,14 @@ cdef class _NativeTable:
         """Under the lock: queue a recovery (its id and key held) for the
         next check(), in order with every other thread's; False when no
         room could be made (the caller appends its event after the lock)."""
+        self._hold(ev)
+        return self._queue_event(ev)
+
+    cdef bint _queue_event(self, lw_sessions_event *ev) noexcept:
+        """Under the lock: queue an event whose references are held for the
+        next check(); False when no room could be made."""
         cdef lw_sessions_event *grown
         cdef size_t cap
-        self._hold(ev)
         if self._rq_len == self._rq_cap:
             cap = 16 if self._rq_cap == 0 else self._rq_cap * 2
             grown = <lw_sessions_event *>realloc(self._rq, cap * sizeof(lw_sessions_event))
@@ -512,6 +557,8 @@ cdef class _NativeTable:
         cdef int status, number = _STATE_NUMBERS[_check_state(state)]
         cdef Py_hash_t full
         cdef _Probe probe
+        cdef void *removed_id
+        cdef void *removed_key
         self._live()
         self._read(&r)
         full = hash(session_id)  # the id's __hash__, outside the lock
@@ -523,9 +570,14 @@ cdef class _NativeTable:
             Py_XINCREF(<PyObject *>key)
         status = lw_sessions_open(self._t, <void *>session_id, NULL if key is None else <void *>key,
                                   <uint32_t><uint64_t>full, number, &r, _eq, &probe, &index)
+        if status == LW_SESSIONS_OK and not lw_plain_id(<PyObject *>session_id):
+            if lw_keep_hash(<PyObject *>self._hashes, index, full) < 0:
+                # Out of memory keeping its hash: the opening is undone
+                # (the table's references come back to us, released below).
+                PyErr_Clear()
+                lw_sessions_remove(self._t, index, &removed_id, &removed_key)
+                status = LW_SESSIONS_ENOMEM
         if status == LW_SESSIONS_OK:
-            if not lw_plain_id(<PyObject *>session_id):
-                self._hashes[index] = full  # int keys and values: no caller code
             gen = lw_sessions_record(self._t, index).gen
             if snapshot is not NULL:
                 lw_sessions_snapshot(self._t, index, snapshot)
@@ -553,8 +605,16 @@ cdef class _NativeTable:
         Raises ValueError for an unknown state or an id already open,
         :class:`RegistryFull` at ``max_sessions``."""
         cdef lw_sessions_event ev
-        self._open_handle_c(session_id, key, state, &ev)
-        return self._view(&ev, True)
+        cdef uint64_t handle = self._open_handle_c(session_id, key, state, &ev)
+        try:
+            return self._view(&ev, True)
+        except BaseException:
+            # No view (out of memory, Ctrl-C): the caller cannot know the
+            # session is open, so it is not (it would be a ghost).
+            Py_XDECREF(<PyObject *>ev.id)
+            Py_XDECREF(<PyObject *>ev.key)
+            self._close_handle(handle)
+            raise
 
     def _open_handle(self, session_id, key, state):
         return self._open_handle_c(session_id, key, state)
@@ -692,8 +752,7 @@ cdef class _NativeTable:
         cdef void *sid
         cdef void *key
         lw_sessions_remove(self._t, index, &sid, &key)
-        if self._hashes:
-            self._hashes.pop(index, None)
+        lw_forget_hash(<PyObject *>self._hashes, index)
         lw_sessions_unlock(self._t)
         bound = self._tasks.pop(index, None)
         Py_XDECREF(<PyObject *>sid)
@@ -775,32 +834,36 @@ cdef class _NativeTable:
 
     def __iter__(self):
         """Views of every session (a snapshot taken at the call)."""
-        cdef uint32_t *indices
+        cdef uint64_t *handles
         cdef size_t n = 0, cap
         cdef uint32_t i
         self._live()
         self._lock()
         cap = lw_sessions_len(self._t)
-        indices = <uint32_t *>malloc((cap + 1) * sizeof(uint32_t))
-        if indices is NULL:
+        handles = <uint64_t *>malloc((cap + 1) * sizeof(uint64_t))
+        if handles is NULL:
             lw_sessions_unlock(self._t)
             raise MemoryError()
         i = lw_sessions_next(self._t, 0)
         while i != LW_SESSIONS_NIL and n < cap:
-            indices[n] = i
+            handles[n] = (<uint64_t>lw_sessions_record(self._t, i).gen << 32) | i
             n += 1
             i = lw_sessions_next(self._t, i + 1)
         lw_sessions_unlock(self._t)
         try:
             # Views are built after the lock is released; a session another
-            # thread closes in between is left out.
-            return iter(self._live_views(indices, n))
+            # thread closes in between is left out (and one it opens in a
+            # record freed meanwhile is not taken for it: handles, not
+            # record numbers).
+            return iter(self._live_views(handles, n, False))
         finally:
-            free(indices)
+            free(handles)
 
-    cdef list _live_views(self, uint32_t *indices, size_t n):
-        """Views of the records still live (one hold of the lock)."""
+    cdef list _live_views(self, uint64_t *handles, size_t n, bint only_stuck):
+        """Views of the sessions still open (and, with `only_stuck`, still
+        stuck), in one hold of the lock."""
         cdef lw_sessions_event *snap
+        cdef lw_sess *rec
         cdef size_t k, m = 0
         if n == 0:
             return []
@@ -810,9 +873,10 @@ cdef class _NativeTable:
         try:
             self._lock()
             for k in range(n):
-                if lw_sessions_record(self._t, indices[k]).id is NULL:
+                rec = lw_sessions_get(self._t, <uint32_t>handles[k], <uint32_t>(handles[k] >> 32))
+                if rec is NULL or (only_stuck and not (rec.links.tag[1] & LW_SESS_STUCK)):
                     continue
-                lw_sessions_snapshot(self._t, indices[k], &snap[m])
+                lw_sessions_snapshot(self._t, <uint32_t>handles[k], &snap[m])
                 self._hold(&snap[m])
                 m += 1
             lw_sessions_unlock(self._t)
@@ -846,22 +910,24 @@ cdef class _NativeTable:
     def stuck(self):
         """Views of the stuck sessions, longest without progress first
         (O(stuck sessions): the others are not looked at)."""
-        cdef uint32_t *indices
+        cdef uint64_t *handles
         cdef size_t n, k
+        cdef uint32_t i
         self._live()
         self._lock()
         n = lw_sessions_stuck_count(self._t)
-        indices = <uint32_t *>malloc((n + 1) * sizeof(uint32_t))
-        if indices is NULL:
+        handles = <uint64_t *>malloc((n + 1) * sizeof(uint64_t))
+        if handles is NULL:
             lw_sessions_unlock(self._t)
             raise MemoryError()
         for k in range(n):
-            indices[k] = lw_sessions_stuck_at(self._t, k)
+            i = lw_sessions_stuck_at(self._t, k)
+            handles[k] = (<uint64_t>lw_sessions_record(self._t, i).gen << 32) | i
         lw_sessions_unlock(self._t)
         try:
-            views = self._live_views(indices, n)
+            views = self._live_views(handles, n, True)
         finally:
-            free(indices)
+            free(handles)
         views.sort(key=_since_progress_order)
         return views
 
@@ -911,25 +977,34 @@ cdef class _NativeTable:
 
     def _task_done(self, handle, task):
         cdef uint64_t hv = handle
+        index = <uint32_t>hv  # boxed before the lock: nothing under it may fail
         self._lock()
         if lw_sessions_get(self._t, <uint32_t>hv, <uint32_t>(hv >> 32)) is NULL:
             lw_sessions_unlock(self._t)
             return  # closed already (perhaps reopened under the same id)
-        bound = self._tasks.get(<uint32_t>hv)
+        bound = self._tasks.get(index)
         if bound is None or bound[1] is not task:
             lw_sessions_unlock(self._t)
             return  # rebound to another task
         self._remove(<uint32_t>hv)
 
     # -- checking ------------------------------------------------------------------
-    def _collect(self, now_arg):
-        """The events due by now, the store questions to ask (each with its
-        session's id), and now (the registry's time)."""
+    def _collect(self, now_arg, list events, list pending):
+        """The events due by now and the store questions to ask (each with
+        its session's id), appended to the caller's lists as they are built
+        (so that the caller holds them the moment they exist); returns now
+        (the registry's time).
+
+        Interrupted while building (Ctrl-C, out of memory): the questions go
+        back to the wheel, due at once (``pending`` is emptied), and the
+        events not built yet to the queue the next check reports first;
+        only the event being built when it came is lost. No session is left
+        filed nowhere."""
         cdef lw_sessions_reading r
         cdef const lw_sessions_event *due
         cdef lw_sessions_event *snap = NULL
         cdef lw_sessions_event *queued = NULL
-        cdef size_t n = 0, k, n_queued = 0
+        cdef size_t n = 0, k, n_queued = 0, built_queued = 0, built = 0
         cdef double now
         cdef int status
         self._live()
@@ -956,17 +1031,19 @@ cdef class _NativeTable:
         for k in range(n):
             if snap[k].kind != LW_SESSIONS_EV_EVICTED:
                 self._hold(&snap[k])  # evicted ones' references are already ours
-            elif self._hashes:
-                self._hashes.pop(snap[k].index, None)  # int keys: no caller code
+            else:
+                lw_forget_hash(<PyObject *>self._hashes, snap[k].index)
         if snap is not due:
             lw_sessions_unlock(self._t)
-        events = []
-        pending = []
         try:
-            for k in range(n_queued):
-                events.append(self._event(&queued[k]))
-            events += recoveries
-            for k in range(n):
+            while built_queued < n_queued:
+                built_queued += 1  # counted first: one that fails is not put back
+                events.append(self._event(&queued[built_queued - 1]))
+            events.extend(recoveries)
+            recoveries = None
+            while built < n:
+                built += 1
+                k = built - 1
                 if snap[k].kind == LW_SESSIONS_EV_ASK:
                     sid = <object>snap[k].id
                     Py_XDECREF(<PyObject *>snap[k].id)
@@ -974,6 +1051,13 @@ cdef class _NativeTable:
                     pending.append(((snap[k].index, snap[k].gen), sid))
                 else:
                     events.append(self._event(&snap[k]))
+        except BaseException:
+            self._put_back(queued + built_queued, n_queued - built_queued,
+                           snap, n, built, snap is due)
+            if recoveries is not None:
+                self._c_events[:0] = recoveries
+            del pending[:]
+            raise
         finally:
             for k in range(n_queued):  # what a failure left held
                 Py_XDECREF(<PyObject *>queued[k].id)
@@ -987,7 +1071,42 @@ cdef class _NativeTable:
             elif snap is not NULL:
                 free(snap)
         self._label_stuck(events)
-        return events, pending, now
+        return now
+
+    cdef void _put_back(self, lw_sessions_event *queued, size_t n_queued,
+                        lw_sessions_event *snap, size_t n, size_t built, bint locked) noexcept:
+        """An interrupted _collect: every question it took (asked or not)
+        back to the wheel, due at once; the events not built yet (their
+        references moved, not taken again) to the queue the next check
+        reports first. Out of memory for that queue, an event is let go."""
+        cdef size_t k
+        cdef unsigned long me = <unsigned long><size_t>PyThreadState_Get()
+        if not locked:
+            with nogil:  # the lock's owner may be waiting for the GIL
+                lw_sessions_lock(self._t, me)
+        for k in range(n):
+            if snap[k].kind == LW_SESSIONS_EV_ASK:
+                lw_sessions_unask(self._t, snap[k].index, snap[k].gen)
+        for k in range(n_queued):
+            if self._queue_event(&queued[k]):
+                queued[k].id = queued[k].key = NULL
+        for k in range(built, n):
+            if snap[k].kind != LW_SESSIONS_EV_ASK and self._queue_event(&snap[k]):
+                snap[k].id = snap[k].key = NULL
+        if not locked:
+            lw_sessions_unlock(self._t)
+
+    def _unask(self, list pending):
+        """Questions collected and never settled (the check was interrupted
+        before it could): their sessions go back to the wheel, due at once."""
+        cdef uint32_t index, gen
+        questions = [question for question, _ in pending]  # converted before the lock
+        del pending[:]
+        for number, generation in questions:
+            index, gen = number, generation
+            self._lock()
+            lw_sessions_unask(self._t, index, gen)
+            lw_sessions_unlock(self._t)
 
     def _settle(self, pending, answers, double now):
         """The store's answers: a session that changed since (progress, new
@@ -1008,8 +1127,8 @@ cdef class _NativeTable:
                 status = lw_sessions_settle(self._t, index, gen, present, now, &ev)
                 if status > 0 and ev.kind != LW_SESSIONS_EV_EVICTED:
                     self._hold(&ev)
-                elif status > 0 and self._hashes:
-                    self._hashes.pop(index, None)
+                elif status > 0:
+                    lw_forget_hash(<PyObject *>self._hashes, index)
                 lw_sessions_unlock(self._t)
                 settled += 1
                 if status > 0:

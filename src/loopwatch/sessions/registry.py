@@ -6,9 +6,11 @@ store, publishing events, watching, the session scope).
 The tables are ``sessions.native`` (a C table: ext/sessions/) and its
 pure-Python twin ``sessions.twin``; ``loopwatch.SessionRegistry`` is the
 one ``loopwatch._selector`` picked. Each provides, besides the public calls
-the README lists, ``_collect(now)`` (the events due and the store questions
-to ask, under its lock) and ``_settle(pending, answers, now)`` (the store's
-answers applied), which :class:`RegistryBase` drives.
+the README lists, ``_collect(now, events, pending)`` (the events due and the
+store questions to ask, under its lock, appended to the caller's lists),
+``_settle(pending, answers, now)`` (the store's answers applied) and
+``_unask(pending)`` (questions put back unanswered), which
+:class:`RegistryBase` drives.
 """
 
 from __future__ import annotations
@@ -350,7 +352,11 @@ class RegistryBase:
     def _setup(self, start: float, wheel_factory: Callable[..., Any] | None) -> None:
         raise NotImplementedError
 
-    def _collect(self, now: Any) -> tuple[list[SessionEvent], list[tuple[Any, Hashable]], float]:
+    def _collect(self, now: Any, events: list[SessionEvent],
+                 pending: list[tuple[Any, Hashable]]) -> float:
+        raise NotImplementedError
+
+    def _unask(self, pending: list[tuple[Any, Hashable]]) -> None:
         raise NotImplementedError
 
     def _settle(self, pending: list[tuple[Any, Hashable]], answers: list[Any],
@@ -419,25 +425,42 @@ class RegistryBase:
         With an async store use :meth:`acheck` (TypeError here)."""
         if self._store_is_async:
             raise TypeError("the store is async: use 'await registry.acheck()'")
-        events, pending, now = self._collect(now)
+        events: list[SessionEvent] = []
+        pending: list[tuple[Any, Hashable]] = []
         answers: list[Any] = []
+        at: float | None = None
         try:
+            # _collect fills the lists as it goes: whatever interrupts this
+            # check, what was collected is in hand here (see _finish).
+            at = self._collect(now, events, pending)
             for _, sid in pending:
                 answers.append(self._ask_store(sid))
         finally:
-            # Even when the store call is interrupted: settle (unanswered =
-            # present) and log what happened, then let the error through.
-            if pending:
-                events += self._settle(pending, answers, now)
-            self._publish(events)
+            self._finish(events, pending, answers, at)
         return events
+
+    def _finish(self, events: list[SessionEvent], pending: list[tuple[Any, Hashable]],
+                answers: list[Any], at: float | None) -> None:
+        """The end of every check, even an interrupted one: settle the store's
+        answers (unanswered = present), or, interrupted before the time of
+        the collection was in hand, put the questions back (due at once);
+        then log the events. The error, if any, goes on through."""
+        if pending:
+            if at is None:
+                self._unask(pending)
+            else:
+                events += self._settle(pending, answers, at)
+        self._publish(events)
 
     async def acheck(self, now: float | None = None) -> list[SessionEvent]:
         """:meth:`check` for a store that is async (or sync: both work).
         The store is asked about every due session at once (gathered)."""
-        events, pending, now = self._collect(now)
+        events: list[SessionEvent] = []
+        pending: list[tuple[Any, Hashable]] = []
         answers: list[Any] = []
+        at: float | None = None
         try:
+            at = self._collect(now, events, pending)
             if pending:
                 asks = [self._ask_store(sid, allow_async=True) for _, sid in pending]
                 waits = [a for a in asks if inspect.isawaitable(a)]
@@ -451,9 +474,7 @@ class RegistryBase:
                 answers = asks
         finally:
             # Also on cancellation: settle (unanswered = present), log, re-raise.
-            if pending:
-                events += self._settle(pending, answers, now)
-            self._publish(events)
+            self._finish(events, pending, answers, at)
         return events
 
     async def watch(self, max_interval: float = 1.0) -> None:

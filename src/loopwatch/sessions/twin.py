@@ -310,7 +310,14 @@ class SessionRegistry(RegistryBase):
 
         Raises ValueError for an unknown state or an id already open,
         :class:`RegistryFull` at ``max_sessions``."""
-        return self._open(session_id, key, state).view()
+        s = self._open(session_id, key, state)
+        try:
+            return s.view()
+        except BaseException:
+            # No view (out of memory, Ctrl-C): the caller cannot know the
+            # session is open, so it is not (it would be a ghost).
+            self._close_handle(s.handle)
+            raise
 
     def _open(self, session_id: Hashable, key: Any, state: str) -> _Session:
         state = _check_state(state)
@@ -326,18 +333,24 @@ class SessionRegistry(RegistryBase):
             else:
                 s = _Session(session_id, key, state, now)
                 s.hkey = hk
-                self._reschedule(s)
+                inserted = False
                 try:
+                    self._reschedule(s)
                     existing = self._sessions.setdefault(hk, s)  # the id's __eq__ may run
+                    if existing is s:
+                        inserted = True
+                        s.handle = next(self._opened)
+                        self._handles[s.handle] = s
+                        self._counts[state] += 1
+                        hk.stored = True
+                        return s
                 except BaseException:
+                    # An __eq__ that raised, out of memory: nothing of it stays.
                     self._wheel.cancel(s)
+                    if inserted:
+                        del self._sessions[hk]  # found by identity: stored ids' __eq__ is not asked
+                        self._handles.pop(s.handle, None)
                     raise
-                if existing is s:
-                    hk.stored = True
-                    self._counts[state] += 1
-                    s.handle = next(self._opened)
-                    self._handles[s.handle] = s
-                    return s
                 self._wheel.cancel(s)  # an __eq__ that changed its mind: already open
                 problem = "open"
         finally:
@@ -642,20 +655,29 @@ class SessionRegistry(RegistryBase):
             self._exit()
 
     # -- checking -------------------------------------------------------------------
-    def _collect(self, now_arg: Any) -> tuple[list[SessionEvent], list[tuple[Any, Hashable]], float]:
-        """Under the lock: the events due by now, the stuck reports that
-        wait for the store (each with its session's id), and now (the
-        registry's time). Runs no caller code: the wheel holds the sessions
-        themselves, and removal is by identity."""
+    def _collect(self, now_arg: Any, events: list[SessionEvent],
+                 pending: list[tuple[Any, Hashable]]) -> float:
+        """Under the lock: the events due by now and the stuck reports that
+        wait for the store (each with its session's id), appended to the
+        caller's lists; returns now (the registry's time). Runs no caller
+        code: the wheel holds the sessions themselves, and removal is by
+        identity. Interrupted (Ctrl-C, out of memory building an event):
+        every session taken off the wheel and not handled, and every one
+        waiting for the store (``pending`` is emptied), goes back, due at
+        once; only the event being built is lost."""
         raw, stall, sv = self._read_time(now_arg)
-        events: list[SessionEvent] = []
-        pending: list[tuple[Any, Hashable]] = []
+        due: list[_Session] = []
+        done = 0
         self._enter()
         try:
             now = self._effective(raw, stall, sv)
             if self._events:
-                events, self._events = self._events, []
-            for s in self._wheel.expire(now):
+                events.extend(self._events)
+                self._events = []
+            due = self._wheel.expire(now)
+            while done < len(due):
+                s = due[done]
+                done += 1
                 wake = self._wake_time(s)
                 if wake is None or wake > now:
                     # filed early (past the horizon, see _schedule_at): refile
@@ -675,9 +697,31 @@ class SessionRegistry(RegistryBase):
                         events.append(self._report(s, now))
                 elif s.state == "idle" and self._idle_timeout is not None:
                     events.append(self._evict(s, IDLE, now))
+        except BaseException:
+            for s in due[max(done - 1, 0):]:
+                if s.alive:
+                    self._reschedule(s)
+            self._put_back(pending)
+            raise
         finally:
             self._exit()
-        return events, pending, now
+        return now
+
+    def _unask(self, pending: list[tuple[Any, Hashable]]) -> None:
+        """Questions collected and never settled (the check was interrupted
+        before it could): their sessions go back to the wheel, due at once."""
+        self._enter()
+        try:
+            self._put_back(pending)
+        finally:
+            self._exit()
+
+    def _put_back(self, pending: list[tuple[Any, Hashable]]) -> None:
+        for p, _ in pending:
+            s = p.session
+            if s.alive and s.epoch == p.epoch:
+                self._reschedule(s)
+        del pending[:]
 
     def _settle(self, pending: list[tuple[Any, Hashable]], answers: list[Any],
                 now: float) -> list[SessionEvent]:

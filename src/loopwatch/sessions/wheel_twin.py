@@ -215,17 +215,24 @@ class TimerWheel:
             level = self._levels - 1
         return level * SLOTS + ((q >> (SLOT_BITS * level)) & SLOT_MASK)
 
+    # _link and _unlink allocate (ints, a dict entry) before they change
+    # anything: out of memory, the node is where it was.
     def _link(self, node: list[Any], slot: int) -> None:
-        node[_NODE_SLOT] = slot
+        level = slot >> SLOT_BITS
+        occupied = self._occupied[level] | (1 << (slot & SLOT_MASK))
         self._slots[slot][node[_NODE_ID]] = node
-        self._occupied[slot >> SLOT_BITS] |= 1 << (slot & SLOT_MASK)
+        node[_NODE_SLOT] = slot
+        self._occupied[level] = occupied
 
-    def _unlink(self, node: list[Any]) -> None:
-        slot = node[_NODE_SLOT]
+    def _unlink(self, node: list[Any], slot: int | None = None) -> None:
+        if slot is None:
+            slot = node[_NODE_SLOT]
+        level = slot >> SLOT_BITS
+        cleared = self._occupied[level] & ~(1 << (slot & SLOT_MASK))
         bucket = self._slots[slot]
         del bucket[node[_NODE_ID]]
         if not bucket:
-            self._occupied[slot >> SLOT_BITS] &= ~(1 << (slot & SLOT_MASK))
+            self._occupied[level] = cleared
 
     def _take_slot(self, slot: int) -> dict[int, list[Any]]:
         bucket = self._slots[slot]
@@ -284,23 +291,32 @@ class TimerWheel:
             hk = HashedKey(key)
             node = self._nodes.get(hk)
             self._check(d)
-            self._seq += 1
+            # What can fail (an id's __eq__, out of memory) comes before
+            # what cannot: a failed schedule leaves the wheel as it was.
+            seq = self._seq + 1
             if node is None:
-                self._nid += 1
-                node = [d, self._seq, 0, hk, self._nid]
-                self._nodes[hk] = node  # may run the key's __eq__; nothing else changed yet
-                hk.stored = True
+                nid = self._nid + 1
+                node = [d, seq, 0, hk, nid]
                 self._link(node, self._slot_for(d))
+                try:
+                    self._nodes[hk] = node  # may run the key's __eq__
+                except BaseException:
+                    self._unlink(node)
+                    raise
+                hk.stored = True
+                self._seq, self._nid = seq, nid
                 return
-            node[_NODE_SEQ] = self._seq
             if node[_NODE_SLOT] >= SLOTS and d >= node[_NODE_DEADLINE]:
                 node[_NODE_DEADLINE] = d  # lazy: refiled when its slot comes due
+                node[_NODE_SEQ] = self._seq = seq
                 return
             slot = self._slot_for(d)
-            node[_NODE_DEADLINE] = d
-            if slot != node[_NODE_SLOT]:
-                self._unlink(node)
+            old = node[_NODE_SLOT]
+            if slot != old:
                 self._link(node, slot)
+                self._unlink(node, old)
+            node[_NODE_DEADLINE] = d
+            node[_NODE_SEQ] = self._seq = seq
         finally:
             self._busy = False
 
