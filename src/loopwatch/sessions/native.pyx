@@ -311,12 +311,19 @@ cdef class _NativeTable:
     @_stall.setter
     def _stall(self, stalled):
         # Another function under the same attachment (the tests' broken
-        # monitor): set_stall_clock is the way to attach one.
+        # monitor): set_stall_clock is the way to attach one. Under the
+        # lock, as there: the status thread reads the C reader through it.
+        cdef object old_stall, old_keep
+        self._live()
+        self._lock()
+        old_stall, old_keep = self._c_stall, self._stall_keep
         self._c_stall = stalled
         self._stall_fn = NULL
         self._stall_ctx = NULL
         self._stall_keep = None
         self._time_source()
+        lw_sessions_unlock(self._t)
+        del old_stall, old_keep  # after the lock: their finalizers may call the registry
 
     cdef int _live(self) except -1:
         if self._t is NULL:
