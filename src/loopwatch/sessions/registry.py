@@ -431,26 +431,27 @@ class RegistryBase:
         at: float | None = None
         try:
             # _collect fills the lists as it goes: whatever interrupts this
-            # check, what was collected is in hand here (see _finish).
+            # check, what was collected is in hand here (see _answer).
             at = self._collect(now, events, pending)
             for _, sid in pending:
                 answers.append(self._ask_store(sid))
         finally:
-            self._finish(events, pending, answers, at)
+            # Even when interrupted: settle (unanswered = present), log, re-raise.
+            if pending:
+                self._answer(events, pending, answers, at)
+            self._publish(events)
         return events
 
-    def _finish(self, events: list[SessionEvent], pending: list[tuple[Any, Hashable]],
+    def _answer(self, events: list[SessionEvent], pending: list[tuple[Any, Hashable]],
                 answers: list[Any], at: float | None) -> None:
-        """The end of every check, even an interrupted one: settle the store's
-        answers (unanswered = present), or, interrupted before the time of
-        the collection was in hand, put the questions back (due at once);
-        then log the events. The error, if any, goes on through."""
-        if pending:
-            if at is None:
-                self._unask(pending)
-            else:
-                events += self._settle(pending, answers, at)
-        self._publish(events)
+        """The end of every check that asked the store, even an interrupted
+        one: settle the answers (unanswered = present), or, interrupted
+        before the time of the collection was in hand, put the questions
+        back (due at once)."""
+        if at is None:
+            self._unask(pending)
+        else:
+            events += self._settle(pending, answers, at)
 
     async def acheck(self, now: float | None = None) -> list[SessionEvent]:
         """:meth:`check` for a store that is async (or sync: both work).
@@ -474,7 +475,9 @@ class RegistryBase:
                 answers = asks
         finally:
             # Also on cancellation: settle (unanswered = present), log, re-raise.
-            self._finish(events, pending, answers, at)
+            if pending:
+                self._answer(events, pending, answers, at)
+            self._publish(events)
         return events
 
     async def watch(self, max_interval: float = 1.0) -> None:
