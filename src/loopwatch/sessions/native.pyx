@@ -207,8 +207,12 @@ cdef int _raise_pending() except -1:
     return -1
 
 
-cdef inline object _handle_of(uint32_t index, uint32_t gen):
+cdef inline uint64_t _handle_bits(uint32_t index, uint32_t gen) noexcept nogil:
     return (<uint64_t>gen << 32) | index
+
+
+cdef inline object _handle_of(uint32_t index, uint32_t gen):
+    return _handle_bits(index, gen)
 
 
 cdef class _NativeTable:
@@ -590,7 +594,7 @@ cdef class _NativeTable:
                 lw_sessions_snapshot(self._t, index, snapshot)
                 self._hold(snapshot)
             lw_sessions_unlock(self._t)
-            return (<uint64_t>gen << 32) | index
+            return _handle_bits(index, gen)
         lw_sessions_unlock(self._t)
         Py_XDECREF(<PyObject *>session_id)
         if key is not None:
@@ -853,7 +857,7 @@ cdef class _NativeTable:
             raise MemoryError()
         i = lw_sessions_next(self._t, 0)
         while i != LW_SESSIONS_NIL and n < cap:
-            handles[n] = (<uint64_t>lw_sessions_record(self._t, i).gen << 32) | i
+            handles[n] = _handle_bits(i, lw_sessions_record(self._t, i).gen)
             n += 1
             i = lw_sessions_next(self._t, i + 1)
         lw_sessions_unlock(self._t)
@@ -929,7 +933,7 @@ cdef class _NativeTable:
             raise MemoryError()
         for k in range(n):
             i = lw_sessions_stuck_at(self._t, k)
-            handles[k] = (<uint64_t>lw_sessions_record(self._t, i).gen << 32) | i
+            handles[k] = _handle_bits(i, lw_sessions_record(self._t, i).gen)
         lw_sessions_unlock(self._t)
         try:
             views = self._live_views(handles, n, True)
@@ -1148,11 +1152,7 @@ cdef class _NativeTable:
             # Interrupted (Ctrl-C, out of memory building an event): the
             # questions not settled yet go back to the wheel, due at once,
             # asked again at the next check; none is left filed nowhere.
-            for k in range(settled, len(pending)):
-                index, gen = pending[k][0]
-                self._lock()
-                lw_sessions_unask(self._t, index, gen)
-                lw_sessions_unlock(self._t)
+            self._unask(pending[settled:])
             raise
         self._label_stuck(events)
         return events

@@ -746,10 +746,7 @@ class SessionRegistry(RegistryBase):
             # Interrupted (Ctrl-C, out of memory building an event): the
             # questions not settled yet go back to the wheel, due at once,
             # asked again at the next check; none is left filed nowhere.
-            for p, _ in pending[settled:]:
-                s = p.session
-                if s.alive and s.epoch == p.epoch:
-                    self._reschedule(s)
+            self._put_back(pending[settled:])
             raise
         finally:
             self._exit()

@@ -216,7 +216,8 @@ class TimerWheel:
         return level * SLOTS + ((q >> (SLOT_BITS * level)) & SLOT_MASK)
 
     # _link and _unlink allocate (ints, a dict entry) before they change
-    # anything: out of memory, the node is where it was.
+    # anything: out of memory, the node is where it was (an occupied bit
+    # left on an empty slot would break next_deadline's min()).
     def _link(self, node: list[Any], slot: int) -> None:
         level = slot >> SLOT_BITS
         occupied = self._occupied[level] | (1 << (slot & SLOT_MASK))
@@ -227,12 +228,14 @@ class TimerWheel:
     def _unlink(self, node: list[Any], slot: int | None = None) -> None:
         if slot is None:
             slot = node[_NODE_SLOT]
+        bucket = self._slots[slot]
+        if len(bucket) > 1:
+            del bucket[node[_NODE_ID]]
+            return
         level = slot >> SLOT_BITS
         cleared = self._occupied[level] & ~(1 << (slot & SLOT_MASK))
-        bucket = self._slots[slot]
         del bucket[node[_NODE_ID]]
-        if not bucket:
-            self._occupied[level] = cleared
+        self._occupied[level] = cleared
 
     def _take_slot(self, slot: int) -> dict[int, list[Any]]:
         bucket = self._slots[slot]
