@@ -13,6 +13,7 @@ import http.client
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -386,7 +387,23 @@ def _uvicorn_workers(tmp_path, start, run_args):
     watched = start([sys.executable, "-m", "loopwatch", "run", *run_args, *UVICORN_WORKERS])
     port = _port(watched, UVICORN_PORT)
     watched.stderr_match(r"Application startup complete", count=2)
+    _wait_listening(watched, port)
     return watched, port
+
+
+def _wait_listening(proc, port):
+    """With --workers, uvicorn's parent only binds the socket: the workers
+    call listen() after logging "Application startup complete", and log
+    nothing when they have. Until one has, a connection is refused (seen on
+    a loaded machine), so connect until one is accepted."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
+            return
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline, proc.text()
+            time.sleep(0.02)
 
 
 @pytest.mark.timeout(60)
