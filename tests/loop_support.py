@@ -107,7 +107,10 @@ def run_for(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
 def monitor_threads() -> int:
     """The loop monitors' threads alive in this process: Python threads
     named loopwatch-*, and (Linux) native sampler threads, which name
-    themselves lw-loop-sampler."""
+    themselves lw-loop-sampler, unless exiting. A thread pthread_join has
+    returned for can still be listed in /proc for a moment (the kernel
+    wakes the joiner before it removes the task); it has PF_EXITING set
+    by then, which the kernel sets first thing in exit."""
     count = sum(1 for t in threading.enumerate()
                 if t.name.startswith("loopwatch-") and t.is_alive())
     try:
@@ -116,11 +119,17 @@ def monitor_threads() -> int:
         return count
     for task in tasks:
         try:
-            with open(f"/proc/self/task/{task}/comm") as f:
-                count += f.read().strip() == "lw-loop-sampler"
+            with open(f"/proc/self/task/{task}/stat") as f:
+                stat = f.read()
         except OSError:  # the thread just ended
-            pass
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        flags = int(stat[stat.rindex(")") + 1:].split()[6])  # field 9
+        count += comm == "lw-loop-sampler" and not flags & PF_EXITING
     return count
+
+
+PF_EXITING = 0x4  # include/linux/sched.h
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
